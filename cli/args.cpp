@@ -1,0 +1,116 @@
+// Command-line parsing for the ffnjit subcommands: declared flags, one-line errors.
+#include "cli/args.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <sstream>
+
+namespace ffnjit::cli {
+
+Args& Args::flag(const std::string& name, const std::string& help) {
+  specs_.push_back({name, "", help, false, std::nullopt});
+  return *this;
+}
+
+Args& Args::option(const std::string& name, const std::string& metavar, const std::string& help,
+                   std::optional<std::string> default_value) {
+  specs_.push_back({name, metavar, help, true, std::move(default_value)});
+  return *this;
+}
+
+Args& Args::positional(const std::string& name, const std::string& help, bool required) {
+  pos_specs_.push_back({name, help, required});
+  return *this;
+}
+
+Status Args::parse(const std::vector<std::string>& argv) {
+  const std::string see = "; run `ffnjit " + command_ + " --help`";
+  for (size_t i = 0; i < argv.size(); ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      help_ = true;
+      return {};
+    }
+    if (a.size() > 2 && a.substr(0, 2) == "--") {
+      std::string name = a.substr(2), value;
+      bool inline_value = false;
+      if (auto eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+        inline_value = true;
+      }
+      const Spec* spec = nullptr;
+      for (const auto& s : specs_)
+        if (s.name == name) spec = &s;
+      if (!spec) return user_error("unknown option --" + name + see);
+      if (spec->takes_value) {
+        if (!inline_value) {
+          if (i + 1 >= argv.size())
+            return user_error("--" + name + " needs a value (" + spec->metavar + ")" + see);
+          value = argv[++i];
+        }
+        values_[name] = value;
+      } else {
+        if (inline_value) return user_error("--" + name + " takes no value" + see);
+        values_[name] = "1";
+      }
+    } else {
+      if (positional_values_.size() >= pos_specs_.size())
+        return user_error("unexpected argument '" + a + "'" + see);
+      positional_values_.push_back(a);
+    }
+  }
+  for (size_t i = positional_values_.size(); i < pos_specs_.size(); ++i)
+    if (pos_specs_[i].required) return user_error("missing <" + pos_specs_[i].name + ">" + see);
+  return {};
+}
+
+bool Args::has(const std::string& name) const {
+  if (values_.count(name)) return true;
+  for (const auto& s : specs_)
+    if (s.name == name && s.default_value) return true;
+  return false;
+}
+
+std::string Args::get(const std::string& name) const {
+  if (auto it = values_.find(name); it != values_.end()) return it->second;
+  for (const auto& s : specs_)
+    if (s.name == name && s.default_value) return *s.default_value;
+  for (size_t i = 0; i < pos_specs_.size() && i < positional_values_.size(); ++i)
+    if (pos_specs_[i].name == name) return positional_values_[i];
+  return "";
+}
+
+Expected<long long> Args::get_int(const std::string& name, long long min, long long max) const {
+  std::string v = get(name);
+  errno = 0;
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE)
+    return user_error("--" + name + " must be an integer, got '" + v + "'");
+  if (x < min || x > max)
+    return user_error("--" + name + "=" + v + " is out of range; use a value in [" +
+                      std::to_string(min) + ", " + std::to_string(max) + "]");
+  return x;
+}
+
+std::string Args::help() const {
+  std::ostringstream o;
+  o << "usage: ffnjit " << command_;
+  for (const auto& p : pos_specs_) o << (p.required ? " <" : " [<") << p.name << (p.required ? ">" : ">]");
+  if (!specs_.empty()) o << " [options]";
+  o << "\n\n" << usage_ << "\n";
+  if (!pos_specs_.empty()) o << "\narguments:\n";
+  for (const auto& p : pos_specs_) o << "  <" << p.name << ">\n      " << p.help << "\n";
+  if (!specs_.empty()) o << "\noptions:\n";
+  for (const auto& s : specs_) {
+    o << "  --" << s.name;
+    if (s.takes_value) o << " " << s.metavar;
+    o << "\n      " << s.help;
+    if (s.default_value) o << " (default: " << *s.default_value << ")";
+    o << "\n";
+  }
+  return o.str();
+}
+
+}  // namespace ffnjit::cli

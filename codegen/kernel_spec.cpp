@@ -1,0 +1,196 @@
+// KernelSpec validation, naming and the default (untuned) configurations.
+#include "codegen/kernel_spec.hpp"
+
+#include <algorithm>
+#include <sstream>
+
+namespace ffnjit {
+namespace {
+
+bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
+std::string str(int x) { return std::to_string(x); }
+
+// Opt-in dynamic shared memory per block on each target.
+int max_smem(Arch a) {
+  switch (a) {
+    case Arch::kSm80: return 163 * 1024;
+    case Arch::kSm89: return 99 * 1024;
+    case Arch::kSm90a: return 227 * 1024;
+  }
+  return 48 * 1024;
+}
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+const char* family_name(Family f) {
+  switch (f) {
+    case Family::kGatePack: return "gate_pack";
+    case Family::kUpDown: return "up_down";
+    case Family::kReduce: return "reduce";
+  }
+  return "?";
+}
+
+const char* dtype_name(DType) { return "bf16"; }
+
+const char* arch_name(Arch a) {
+  switch (a) {
+    case Arch::kSm80: return "sm_80";
+    case Arch::kSm89: return "sm_89";
+    case Arch::kSm90a: return "sm_90a";
+  }
+  return "?";
+}
+
+Expected<Family> parse_family(const std::string& s) {
+  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce})
+    if (s == family_name(f)) return f;
+  return user_error("unknown kernel family '" + s + "'; use gate_pack, up_down or reduce");
+}
+
+Expected<Arch> parse_arch(const std::string& s) {
+  std::string t = s;
+  if (t.rfind("sm_", 0) == 0) t = t.substr(3);
+  else if (t.rfind("sm", 0) == 0) t = t.substr(2);
+  if (t == "80") return Arch::kSm80;
+  if (t == "89") return Arch::kSm89;
+  if (t == "90a") return Arch::kSm90a;
+  if (t == "90")
+    return user_error("arch sm_90 lacks the Hopper-specific instructions ffnjit targets; use sm_90a");
+  return user_error("unsupported arch '" + s + "'; use sm_80, sm_89 or sm_90a");
+}
+
+Status KernelSpec::validate() const {
+  const auto& L = layer;
+  if (L.d_model <= 0 || L.d_model % 8 != 0)
+    return user_error("d_model=" + str(L.d_model) +
+                      " is not a positive multiple of 8; pad the weights to a multiple of 8");
+  if (L.d_ff <= 0 || L.d_ff % 8 != 0)
+    return user_error("d_ff=" + str(L.d_ff) +
+                      " is not a positive multiple of 8; pad the weights to a multiple of 8");
+  if (L.d_model > 65536 || L.d_ff > (1 << 20))
+    return user_error("d_model=" + str(L.d_model) + ", d_ff=" + str(L.d_ff) +
+                      " exceed the supported maxima (65536, 1048576); shard the layer");
+  const auto& S = sparsity;
+  if (!is_pow2(S.tile_n) || S.tile_n < 32 || S.tile_n > 256)
+    return user_error("tile_n=" + str(S.tile_n) + " must be 32, 64, 128 or 256");
+  if (S.capacity < 1 || S.capacity > S.tile_n)
+    return user_error("capacity=" + str(S.capacity) + " must be in [1, tile_n=" + str(S.tile_n) + "]");
+  if (bucket.min_tokens < 1 || bucket.max_tokens < bucket.min_tokens)
+    return user_error("batch bucket [" + str(bucket.min_tokens) + ", " + str(bucket.max_tokens) +
+                      "] is empty or starts below 1 token");
+  const auto& T = tile;
+  const TileConfig def;
+  if (family == Family::kGatePack) {
+    if (T.threads != def.threads || T.splits != def.splits)
+      return user_error("gate_pack ignores threads/splits; leave them at their defaults");
+    if (!is_pow2(T.bm) || T.bm < 16 || T.bm > 256)
+      return user_error("bm=" + str(T.bm) + " must be a power of two in [16, 256]");
+    if (T.bk != 32 && T.bk != 64) return user_error("bk=" + str(T.bk) + " must be 32 or 64");
+    if (!is_pow2(T.warps_m) || !is_pow2(T.warps_n) || T.warps_m * T.warps_n > 16)
+      return user_error("warps " + str(T.warps_m) + "x" + str(T.warps_n) +
+                        " must be powers of two with at most 16 warps");
+    if (T.bm % (16 * T.warps_m) != 0)
+      return user_error("bm=" + str(T.bm) + " must be a multiple of 16*warps_m=" + str(16 * T.warps_m));
+    if (S.tile_n % (16 * T.warps_n) != 0)
+      return user_error("tile_n=" + str(S.tile_n) + " must be a multiple of 16*warps_n=" +
+                        str(16 * T.warps_n) + "; use fewer warps along n");
+    const int acc = (T.bm / T.warps_m) * (S.tile_n / T.warps_n) / 32;
+    if (acc > 128)
+      return user_error("warp tile holds " + str(acc) +
+                        " accumulators per thread (max 128); use more warps or a smaller bm");
+    if (T.stages < 2 || T.stages > 6) return user_error("stages=" + str(T.stages) + " must be in [2, 6]");
+  } else {
+    if (T.bm != def.bm || T.bk != def.bk || T.warps_m != def.warps_m || T.warps_n != def.warps_n ||
+        T.stages != def.stages)
+      return user_error(std::string(family_name(family)) +
+                        " ignores bm/bk/warps/stages; leave them at their defaults");
+    if (T.threads != 128 && T.threads != 256 && T.threads != 512)
+      return user_error("threads=" + str(T.threads) + " must be 128, 256 or 512");
+    if (ceil_div(L.d_model / 8, T.threads) > 8)
+      return user_error("d_model=" + str(L.d_model) + " needs more than 8 vectors per thread at threads=" +
+                        str(T.threads) + "; use more threads");
+    if (T.splits < 1 || T.splits > n_tiles())
+      return user_error("splits=" + str(T.splits) + " must be in [1, n_tiles=" + str(n_tiles()) + "]");
+  }
+  if (dynamic_smem_bytes() > max_smem(arch))
+    return user_error(std::string(kernel_name()) + " needs " + str(dynamic_smem_bytes()) +
+                      " bytes of shared memory; " + arch_name(arch) + " allows " + str(max_smem(arch)) +
+                      "; use fewer stages or smaller tiles");
+  return {};
+}
+
+int KernelSpec::block_threads() const {
+  if (family == Family::kGatePack) return 32 * tile.warps_m * tile.warps_n;
+  return tile.threads;
+}
+
+int KernelSpec::dynamic_smem_bytes() const {
+  if (family == Family::kGatePack) {
+    int pipeline = tile.stages * (tile.bm + sparsity.tile_n) * tile.bk * 2;
+    int epilogue = tile.bm * (sparsity.tile_n + 8) * 2;
+    return std::max(pipeline, epilogue);
+  }
+  if (family == Family::kUpDown) {
+    int tiles_per_split = ceil_div(n_tiles(), tile.splits);
+    return layer.d_model * 2                                // x row, bf16
+           + tiles_per_split * sparsity.capacity * 8       // (h, neuron) list
+           + sparsity.tile_n * 4                           // overflow tile's h
+           + (tiles_per_split + 1) * 4 + 16;               // list offsets, flags
+  }
+  return 0;
+}
+
+std::string KernelSpec::kernel_name() const {
+  std::string a = arch_name(arch);
+  a.erase(std::remove(a.begin(), a.end(), '_'), a.end());  // sm_90a -> sm90a
+  std::string n = std::string("ffnjit_") + family_name(family) + "_" + a + "_" + dtype_name(layer.dtype);
+  if (family != Family::kReduce) n += layer.gated ? "_g" : "_ng";
+  n += "_k" + str(layer.d_model);
+  if (family != Family::kReduce) n += "n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" +
+                                      str(sparsity.capacity);
+  if (family == Family::kGatePack)
+    n += "_m" + str(tile.bm) + "k" + str(tile.bk) + "w" + str(tile.warps_m) + "x" + str(tile.warps_n) + "s" +
+         str(tile.stages);
+  else
+    n += "_t" + str(tile.threads) + "p" + str(tile.splits);
+  return n;
+}
+
+std::string KernelSpec::canonical() const {
+  // Only what changes the generated code; the batch bucket selects but does not shape it.
+  std::ostringstream o;
+  o << "family=" << family_name(family) << ";arch=" << arch_name(arch) << ";dtype=" << dtype_name(layer.dtype)
+    << ";d_model=" << layer.d_model << ";d_ff=" << layer.d_ff << ";gated=" << layer.gated
+    << ";tile_n=" << sparsity.tile_n << ";capacity=" << sparsity.capacity << ";bm=" << tile.bm
+    << ";bk=" << tile.bk << ";warps=" << tile.warps_m << "x" << tile.warps_n << ";stages=" << tile.stages
+    << ";threads=" << tile.threads << ";splits=" << tile.splits;
+  return o.str();
+}
+
+KernelSpec default_spec(Family family, const LayerShape& layer, Arch arch, const BatchBucket& bucket,
+                        const Sparsity& sparsity) {
+  KernelSpec s;
+  s.family = family;
+  s.layer = layer;
+  s.arch = arch;
+  s.bucket = bucket;
+  s.sparsity = sparsity;
+  if (family == Family::kGatePack) {
+    // Few tokens: short CTA tiles so the grid still covers the neurons; many: 128-row tiles.
+    if (bucket.max_tokens <= 16) s.tile.bm = 16, s.tile.warps_m = 1;
+    else if (bucket.max_tokens <= 64) s.tile.bm = 64, s.tile.warps_m = 2;
+    s.tile.warps_n = std::min(4, sparsity.tile_n / 16);
+    if (arch == Arch::kSm89) s.tile.stages = 2;
+  } else {
+    s.tile.threads = layer.d_model / 8 > 256 * 4 ? 512 : 256;
+    // Few tokens: split each token's tiles over CTAs so every SM has work.
+    if (family == Family::kUpDown && bucket.max_tokens <= 16)
+      s.tile.splits = std::min(s.n_tiles(), std::max(1, 128 / std::max(1, bucket.max_tokens)));
+  }
+  return s;
+}
+
+}  // namespace ffnjit

@@ -1,0 +1,86 @@
+// KernelSpec: everything that determines one generated kernel, validated and named.
+#pragma once
+
+#include <string>
+
+#include "support/status.hpp"
+
+namespace ffnjit {
+
+// What the generated kernel computes (design.md section 5).
+enum class Family {
+  kGatePack,  // x·Wg^T (or x·Wu^T non-gated) on tensor cores, ReLU, TwELL packing fused
+  kUpDown,    // from the packed gate: h = g ⊙ (x·Wu^T) on active neurons, out = h·Wd^T; exact overflow
+  kReduce,    // sums the fp32 split partials of kUpDown into the bf16 output
+};
+
+enum class DType { kBF16 };
+
+// Real targets only: NVRTC emits a cubin for these (no PTX JIT at load).
+enum class Arch { kSm80, kSm89, kSm90a };
+
+const char* family_name(Family f);  // "gate_pack"
+const char* dtype_name(DType d);    // "bf16"
+const char* arch_name(Arch a);      // "sm_90a"
+Expected<Family> parse_family(const std::string& s);
+Expected<Arch> parse_arch(const std::string& s);  // accepts sm_90a, sm90a, 90a
+
+// The layer problem. Shapes follow Hugging Face: Wg, Wu [d_ff, d_model], Wd [d_model, d_ff].
+struct LayerShape {
+  int d_model = 0;
+  int d_ff = 0;
+  bool gated = true;
+  DType dtype = DType::kBF16;
+};
+
+// TwELL parameters: neurons per tile and entries stored per (token, tile).
+struct Sparsity {
+  int tile_n = 128;
+  int capacity = 31;
+};
+
+// Inclusive range of token counts this kernel is specialized for.
+struct BatchBucket {
+  int min_tokens = 1;
+  int max_tokens = 1 << 30;
+};
+
+// Tile configuration; the fields a family ignores must stay at their defaults.
+struct TileConfig {
+  // gate_pack: CTA tile bm x tile_n (bn = Sparsity::tile_n) x bk, warps_m x warps_n warps.
+  int bm = 128;
+  int bk = 32;
+  int warps_m = 2;
+  int warps_n = 4;
+  int stages = 3;
+  // up_down: threads per CTA and how many CTAs share one token (split over tiles).
+  int threads = 256;
+  int splits = 1;
+};
+
+struct KernelSpec {
+  Family family = Family::kGatePack;
+  LayerShape layer;
+  Arch arch = Arch::kSm90a;
+  Sparsity sparsity;
+  BatchBucket bucket;
+  TileConfig tile;
+
+  // Checks every constraint the templates rely on; the message names the fix.
+  Status validate() const;
+  // Procedural, unique name: symbol, cache column, log label, CLI filter.
+  std::string kernel_name() const;
+  // Canonical text form: the hash input, stable across versions of the struct layout.
+  std::string canonical() const;
+  // Threads per CTA and dynamic shared memory (bytes) the kernel is launched with.
+  int block_threads() const;
+  int dynamic_smem_bytes() const;
+  int n_tiles() const { return (layer.d_ff + sparsity.tile_n - 1) / sparsity.tile_n; }
+};
+
+// The default spec for a family and problem: the heuristic config the runtime
+// can always launch before any tuning (documented in docs/codegen.md).
+KernelSpec default_spec(Family family, const LayerShape& layer, Arch arch, const BatchBucket& bucket,
+                        const Sparsity& sparsity = {});
+
+}  // namespace ffnjit

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the test suite: installs packages, builds (warnings
+# as errors), runs every ctest tier, then the host tests again under ASan+UBSan.
+# GPU tests print [SKIP] on a machine without a GPU and are counted as skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=$(nproc)
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFFNJIT_WERROR=ON >/dev/null
+cmake --build build -j "$jobs"
+ctest --test-dir build -j "$jobs" --output-on-failure
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFFNJIT_SANITIZE=ON -DFFNJIT_WERROR=ON >/dev/null
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan -j "$jobs" --output-on-failure -L 'unit|errors|codegen'

@@ -1,0 +1,156 @@
+// Gate projection on tensor cores (mma.sync m16n8k16, cp.async pipeline) with ReLU
+// and TwELL packing fused into the epilogue. One CTA owns a bm x tile_n tile, so a
+// (token, tile) pair is packed by exactly one warp, in neuron order: deterministic.
+#pragma once
+
+#include "ffnjit/common.cuh"
+#include "ffnjit/twell.cuh"
+
+namespace ffnjit {
+
+struct GatePackParams {
+  const u16* x;  // [tokens][d_model], bf16
+  const u16* w;  // [d_ff][d_model], bf16: Wg (gated) or Wu (non-gated)
+  TwellBuffers tw;
+  int tokens;
+};
+
+template <int D_MODEL, int D_FF, int TILE_N, int CAP, int BM, int BK, int WARPS_M, int WARPS_N, int STAGES>
+struct GatePackConfig {
+  static constexpr int kModel = D_MODEL, kFF = D_FF, kBN = TILE_N, kCap = CAP, kBM = BM, kBK = BK;
+  static constexpr int kWarpsM = WARPS_M, kWarpsN = WARPS_N, kStages = STAGES;
+  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
+  static constexpr int kChunks = BK / 8;  // 16-byte chunks per smem row
+  static constexpr int kWTM = BM / WARPS_M, kWTN = TILE_N / WARPS_N;
+  static constexpr int kMI = kWTM / 16, kNI = kWTN / 8;
+  static constexpr int kKT = (D_MODEL + BK - 1) / BK;
+  static constexpr int kEpiStride = TILE_N + 8;  // bf16 elements; padding avoids bank conflicts
+  static_assert(D_MODEL % 8 == 0 && D_FF % 8 == 0, "shapes must be multiples of 8");
+  static_assert(kWTM % 16 == 0 && kWTN % 16 == 0, "warp tile must be a multiple of 16x16");
+};
+
+// XOR swizzle of 16-byte chunks so the 8 rows an ldmatrix reads hit distinct banks.
+template <int CHUNKS>
+__device__ __forceinline__ int swizzle(int row, int chunk) {
+  return chunk ^ ((row / (8 / CHUNKS)) % CHUNKS);
+}
+
+template <class C>
+__device__ __forceinline__ void gate_pack_load_stage(const GatePackParams& p, u16* sA, u16* sB, int m0,
+                                                     int n0, int kt) {
+  const int k0 = kt * C::kBK;
+  for (int i = threadIdx.x; i < C::kBM * C::kChunks; i += C::kThreads) {
+    const int r = i / C::kChunks, c = i % C::kChunks, m = m0 + r, k = k0 + c * 8;
+    const bool valid = m < p.tokens && k < C::kModel;
+    cp_async_16(sA + r * C::kBK + swizzle<C::kChunks>(r, c) * 8, p.x + (valid ? i64(m) * C::kModel + k : 0),
+                valid);
+  }
+  for (int i = threadIdx.x; i < C::kBN * C::kChunks; i += C::kThreads) {
+    const int r = i / C::kChunks, c = i % C::kChunks, n = n0 + r, k = k0 + c * 8;
+    const bool valid = n < C::kFF && k < C::kModel;
+    cp_async_16(sB + r * C::kBK + swizzle<C::kChunks>(r, c) * 8, p.w + (valid ? i64(n) * C::kModel + k : 0),
+                valid);
+  }
+}
+
+template <class C>
+__device__ void gate_pack(const GatePackParams& p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  u16* sA = reinterpret_cast<u16*>(smem);   // [stages][bm][bk]
+  u16* sB = sA + C::kStages * C::kBM * C::kBK;  // [stages][tile_n][bk]
+  const int tile = blockIdx.x;
+  const int m0 = blockIdx.y * C::kBM, n0 = tile * C::kBN;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp / C::kWarpsN, wn = warp % C::kWarpsN;
+
+  float acc[C::kMI][C::kNI][4];
+#pragma unroll
+  for (int mi = 0; mi < C::kMI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < C::kNI; ++ni)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[mi][ni][q] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < C::kStages - 1; ++s) {
+    if (s < C::kKT)
+      gate_pack_load_stage<C>(p, sA + s * C::kBM * C::kBK, sB + s * C::kBN * C::kBK, m0, n0, s);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < C::kKT; ++kt) {
+    cp_async_wait<C::kStages - 2>();
+    __syncthreads();  // stage kt landed for all threads; stage kt-1 is free to refill
+    const int nk = kt + C::kStages - 1;
+    if (nk < C::kKT) {
+      const int s = nk % C::kStages;
+      gate_pack_load_stage<C>(p, sA + s * C::kBM * C::kBK, sB + s * C::kBN * C::kBK, m0, n0, nk);
+    }
+    cp_async_commit();
+    const u16* a = sA + (kt % C::kStages) * C::kBM * C::kBK;
+    const u16* b = sB + (kt % C::kStages) * C::kBN * C::kBK;
+#pragma unroll
+    for (int kk = 0; kk < C::kBK / 16; ++kk) {
+      u32 af[C::kMI][4], bf[C::kNI][2];
+#pragma unroll
+      for (int mi = 0; mi < C::kMI; ++mi) {
+        const int row = wm * C::kWTM + mi * 16 + (lane & 15), chunk = kk * 2 + (lane >> 4);
+        ldmatrix_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
+                    a + row * C::kBK + swizzle<C::kChunks>(row, chunk) * 8);
+      }
+#pragma unroll
+      for (int ni = 0; ni < C::kNI; ni += 2) {
+        const int row = wn * C::kWTN + ni * 8 + (lane & 7) + ((lane >> 4) << 3);
+        const int chunk = kk * 2 + ((lane >> 3) & 1);
+        ldmatrix_x4(bf[ni][0], bf[ni][1], bf[ni + 1][0], bf[ni + 1][1],
+                    b + row * C::kBK + swizzle<C::kChunks>(row, chunk) * 8);
+      }
+#pragma unroll
+      for (int mi = 0; mi < C::kMI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < C::kNI; ++ni) mma_bf16_16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // pipeline smem is reused for the epilogue tile
+
+  // Epilogue 1: accumulators -> bf16 tile in smem (the gate values the dense path would store).
+  u16* sC = reinterpret_cast<u16*>(smem);  // [bm][tile_n + 8]
+#pragma unroll
+  for (int mi = 0; mi < C::kMI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < C::kNI; ++ni) {
+      const int row = wm * C::kWTM + mi * 16 + lane / 4, col = wn * C::kWTN + ni * 8 + (lane % 4) * 2;
+      *reinterpret_cast<u32*>(sC + row * C::kEpiStride + col) = pack_bf16x2(acc[mi][ni][0], acc[mi][ni][1]);
+      *reinterpret_cast<u32*>(sC + (row + 8) * C::kEpiStride + col) =
+          pack_bf16x2(acc[mi][ni][2], acc[mi][ni][3]);
+    }
+  __syncthreads();
+
+  // Epilogue 2: one warp packs one token's tile, in neuron order, with ReLU.
+  u32 overflowed = 0;
+  for (int r = warp; r < C::kBM; r += C::kThreads / 32) {
+    const int m = m0 + r;
+    if (m >= p.tokens) break;
+    const i64 slot = i64(m) * C::kTiles + tile;
+    u32 count = 0;
+#pragma unroll
+    for (int c0 = 0; c0 < C::kBN; c0 += 32) {
+      const int c = c0 + lane;
+      const u16 bits = sC[r * C::kEpiStride + c];
+      const bool act = n0 + c < C::kFF && is_active(bf16_to_f32(bits));
+      const u32 mask = __ballot_sync(0xffffffffu, act);
+      const u32 pos = count + __popc(mask & ((1u << lane) - 1u));
+      if (act && pos < u32(C::kCap)) p.tw.entries[slot * C::kCap + pos] = twell_entry(bits, u32(c));
+      count += __popc(mask);
+    }
+    if (lane == 0) {
+      p.tw.counts[slot] = count;
+      overflowed += count > u32(C::kCap);
+    }
+  }
+  if (lane == 0 && overflowed) atomicAdd(p.tw.overflow, overflowed);
+}
+
+}  // namespace ffnjit

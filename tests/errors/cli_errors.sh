@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# errors tier: each bad invocation exits non-zero with one line on stderr that
+# contains the promised message (which names the fix).
+ffnjit=$1
+pass=0 fail=0
+expect() {  # expect "<message substring>" args...
+  local want=$1; shift
+  local err rc lines
+  err=$("$ffnjit" "$@" 2>&1 >/dev/null); rc=$?
+  lines=$(printf '%s' "$err" | grep -c '')
+  if [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && [[ "$err" == *"$want"* ]]; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL: ffnjit $* -> rc=$rc, $lines line(s): $err"
+    echo "      wanted: $want"
+  fi
+}
+expect "unknown command 'frobnicate'; run \`ffnjit --help\`" frobnicate
+expect "unknown option --dmodel; run \`ffnjit inspect --help\`" inspect --dmodel 2048
+expect "--d-model and --d-ff are required; e.g. --d-model 2048 --d-ff 5632" inspect --d-ff 5632
+expect "d_ff=5630 is not a positive multiple of 8; pad the weights to a multiple of 8" inspect --d-model 2048 --d-ff 5630
+expect "d_model=100 is not a positive multiple of 8" inspect --d-model 100 --d-ff 5632
+expect "--d-model must be an integer, got 'big'" inspect --d-model big --d-ff 5632
+expect "--tokens=0 is out of range; use a value in [1," inspect --d-model 2048 --d-ff 5632 --tokens 0
+expect "unsupported arch 'sm_70'; use sm_80, sm_89 or sm_90a" inspect --d-model 2048 --d-ff 5632 --arch sm_70
+expect "lacks the Hopper-specific instructions ffnjit targets; use sm_90a" inspect --d-model 2048 --d-ff 5632 --arch sm_90
+expect "unknown kernel family 'gemm'; use gate_pack, up_down or reduce" inspect --d-model 2048 --d-ff 5632 --family gemm
+expect "--emit asm is not one of source, ptx, resources, name, spec" inspect --d-model 2048 --d-ff 5632 --emit asm
+expect "--d-model needs a value (N); run \`ffnjit inspect --help\`" inspect --d-ff 5632 --d-model
+expect "pass either --gated or --non-gated, not both" inspect --d-model 2048 --d-ff 5632 --gated --non-gated
+expect "tile_n=96 must be 32, 64, 128 or 256" inspect --d-model 2048 --d-ff 5632 --tile-n 96
+expect "capacity=300 must be in [1, tile_n=128]" inspect --d-model 2048 --d-ff 5632 --capacity 300
+expect "bytes of shared memory; sm_89 allows" inspect --d-model 2048 --d-ff 5632 --arch sm_89 --bk 64 --stages 6 --tile-n 256 --bm 256 --warps-m 4
+expect "unexpected argument 'extra'; run \`ffnjit doctor --help\`" doctor extra
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,84 @@
+// nvrtc tier: every template and variant compiles for each arch it supports, with no
+// local-memory spills. Needs NVRTC only (no GPU).
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+#include "codegen/compile.hpp"
+#include "codegen/source.hpp"
+
+using namespace ffnjit;
+
+namespace {
+
+// Representative variants: the default of every family for the shapes and
+// buckets, plus the tile shapes the tuner searches over.
+std::vector<KernelSpec> variants(Arch arch) {
+  std::vector<KernelSpec> out;
+  const LayerShape shapes[] = {{2048, 5632, true}, {4096, 14336, true}, {2048, 1408, true},
+                               {512, 1536, true}, {768, 3072, false}};
+  for (const auto& l : shapes)
+    for (int tokens : {1, 8192}) {
+      out.push_back(default_spec(Family::kGatePack, l, arch, {tokens, tokens}));
+      out.push_back(default_spec(Family::kUpDown, l, arch, {tokens, tokens}));
+    }
+  KernelSpec r = default_spec(Family::kReduce, shapes[0], arch, {1, 1});
+  r.tile.splits = 4;
+  out.push_back(r);
+  // Tile variants on the 1.5B shape.
+  for (int tile_n : {64, 128, 256})
+    for (int bk : {32, 64}) {
+      KernelSpec g = default_spec(Family::kGatePack, shapes[0], arch, {8192, 8192}, {tile_n, tile_n / 4 - 1});
+      g.tile.bk = bk;
+      g.tile.stages = arch == Arch::kSm89 ? 2 : (bk == 64 ? 3 : 4);
+      if (g.validate()) out.push_back(g);
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every variant compiles for sm_80, sm_89 and sm_90a without spills") {
+  for (Arch arch : {Arch::kSm80, Arch::kSm89, Arch::kSm90a}) {
+    for (const KernelSpec& spec : variants(arch)) {
+      INFO(spec.kernel_name());
+      REQUIRE(spec.validate());
+      auto src = generate_source(spec);
+      REQUIRE(src);
+      auto k = compile(*src);
+      if (!k) FAIL(k.error().message);
+      CHECK(k->cubin.size() > 1000);
+      CHECK(k->resources.registers > 0);
+      CHECK(k->resources.registers <= 255);
+      CHECK_FALSE(k->resources.spills());
+    }
+  }
+}
+
+TEST_CASE("a compile error comes back as a value with the log and options") {
+  KernelSpec spec = default_spec(Family::kReduce, {512, 1536, true}, Arch::kSm80, {1, 1});
+  auto src = generate_source(spec);
+  REQUIRE(src);
+  src->text += "\nthis is not CUDA;\n";
+  auto k = compile(*src);
+  REQUIRE_FALSE(k);
+  CHECK(k.error().kind == ErrorKind::kCompile);
+  CHECK(k.error().message.find("options: -arch=sm_80") != std::string::npos);
+  CHECK(k.error().message.find("error") != std::string::npos);
+}
+
+TEST_CASE("PTX is produced on request and the key depends on the arch") {
+  KernelSpec spec = default_spec(Family::kReduce, {512, 1536, true}, Arch::kSm90a, {1, 1});
+  auto src = generate_source(spec);
+  REQUIRE(src);
+  CompileOptions opts;
+  opts.want_ptx = true;
+  auto k = compile(*src, opts);
+  REQUIRE(k);
+  CHECK(k->ptx.find(".target sm_90a") != std::string::npos);
+  CHECK(k->ptx.find(spec.kernel_name()) != std::string::npos);
+  spec.arch = Arch::kSm80;
+  auto k80 = compile(*generate_source(spec));
+  REQUIRE(k80);
+  CHECK(k80->key != k->key);
+}

@@ -1,0 +1,97 @@
+// Unit tests of KernelSpec validation and procedural names.
+#include <catch2/catch.hpp>
+
+#include <set>
+
+#include "codegen/kernel_spec.hpp"
+
+using namespace ffnjit;
+
+namespace {
+KernelSpec gate(int bm = 128) {
+  KernelSpec s = default_spec(Family::kGatePack, {2048, 5632, true}, Arch::kSm90a, {4096, 8192});
+  s.tile.bm = bm;
+  return s;
+}
+std::string why(const KernelSpec& s) {
+  Status st = s.validate();
+  return st ? "" : st.message();
+}
+}  // namespace
+
+TEST_CASE("default specs validate for every family, arch and bucket") {
+  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce})
+    for (Arch a : {Arch::kSm80, Arch::kSm89, Arch::kSm90a})
+      for (int t : {1, 3, 16, 64, 255, 8192})
+        for (LayerShape l : {LayerShape{2048, 5632, true}, LayerShape{4096, 14336, true},
+                             LayerShape{2048, 1408, true}, LayerShape{512, 1536, true},
+                             LayerShape{768, 3072, false}}) {
+          KernelSpec s = default_spec(f, l, a, {t, t});
+          INFO(s.kernel_name() << ": " << why(s));
+          CHECK(s.validate());
+        }
+}
+
+TEST_CASE("names encode the spec and are unique") {
+  KernelSpec s = gate();
+  CHECK(s.kernel_name() == "ffnjit_gate_pack_sm90a_bf16_g_k2048n5632_tn128c31_m128k32w2x4s3");
+  std::set<std::string> names;
+  for (int bm : {32, 64, 128})
+    for (int cap : {15, 31})
+      for (bool gated : {true, false}) {
+        KernelSpec t = gate(bm);
+        t.sparsity.capacity = cap;
+        t.layer.gated = gated;
+        names.insert(t.kernel_name());
+      }
+  CHECK(names.size() == 12);
+  KernelSpec u = default_spec(Family::kUpDown, {768, 3072, false}, Arch::kSm80, {1, 1});
+  CHECK(u.kernel_name().rfind("ffnjit_up_down_sm80_bf16_ng_k768n3072_tn128c31_t256p", 0) == 0);
+}
+
+TEST_CASE("validation names the fix") {
+  KernelSpec s = gate();
+  s.layer.d_model = 2044;
+  CHECK(why(s) == "d_model=2044 is not a positive multiple of 8; pad the weights to a multiple of 8");
+  s = gate();
+  s.sparsity.tile_n = 96;
+  CHECK(why(s) == "tile_n=96 must be 32, 64, 128 or 256");
+  s = gate();
+  s.sparsity.capacity = 0;
+  CHECK(why(s) == "capacity=0 must be in [1, tile_n=128]");
+  s = gate();
+  s.tile.bk = 48;
+  CHECK(why(s) == "bk=48 must be 32 or 64");
+  s = gate();
+  s.tile.stages = 6;
+  s.tile.bk = 64;
+  s.tile.bm = 256;
+  s.tile.warps_m = 4;
+  s.sparsity.tile_n = 256;
+  CHECK(why(s).find("bytes of shared memory; sm_90a allows") != std::string::npos);
+  s = gate();
+  s.tile.threads = 512;
+  CHECK(why(s) == "gate_pack ignores threads/splits; leave them at their defaults");
+  s = gate();
+  s.bucket = {10, 5};
+  CHECK(why(s) == "batch bucket [10, 5] is empty or starts below 1 token");
+  KernelSpec u = default_spec(Family::kUpDown, {2048, 5632, true}, Arch::kSm90a, {1, 1});
+  u.tile.splits = 1000;
+  CHECK(why(u) == "splits=1000 must be in [1, n_tiles=44]");
+}
+
+TEST_CASE("canonical form ignores the bucket but not the code-shaping fields") {
+  KernelSpec a = gate(), b = gate();
+  b.bucket = {1, 1};
+  CHECK(a.canonical() == b.canonical());
+  b.tile.stages = 4;
+  CHECK(a.canonical() != b.canonical());
+}
+
+TEST_CASE("arch parsing accepts common spellings and explains sm_90") {
+  CHECK(*parse_arch("sm_90a") == Arch::kSm90a);
+  CHECK(*parse_arch("sm80") == Arch::kSm80);
+  CHECK(*parse_arch("89") == Arch::kSm89);
+  CHECK(parse_arch("sm_90").error().message.find("use sm_90a") != std::string::npos);
+  CHECK(parse_arch("sm_70").error().message == "unsupported arch 'sm_70'; use sm_80, sm_89 or sm_90a");
+}

@@ -1,0 +1,2 @@
+// Tuning plans (issue 7).
+#include "tuner/plan.hpp"
