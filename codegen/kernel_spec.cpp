@@ -29,6 +29,8 @@ const char* family_name(Family f) {
     case Family::kGatePack: return "gate_pack";
     case Family::kUpDown: return "up_down";
     case Family::kReduce: return "reduce";
+    case Family::kTranspose: return "transpose";
+    case Family::kDenseAct: return "dense_act";
   }
   return "?";
 }
@@ -45,9 +47,9 @@ const char* arch_name(Arch a) {
 }
 
 Expected<Family> parse_family(const std::string& s) {
-  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce})
+  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce, Family::kTranspose, Family::kDenseAct})
     if (s == family_name(f)) return f;
-  return user_error("unknown kernel family '" + s + "'; use gate_pack, up_down or reduce");
+  return user_error("unknown kernel family '" + s + "'; use gate_pack, up_down, reduce, transpose or dense_act");
 }
 
 Expected<Arch> parse_arch(const std::string& s) {
@@ -114,6 +116,10 @@ Status KernelSpec::validate() const {
                         str(T.threads) + "; use more threads");
     if (T.splits < 1 || T.splits > n_tiles())
       return user_error("splits=" + str(T.splits) + " must be in [1, n_tiles=" + str(n_tiles()) + "]");
+    if ((family == Family::kTranspose || family == Family::kDenseAct) && T.splits != 1)
+      return user_error(std::string(family_name(family)) + " ignores splits; leave it at 1");
+    if (family == Family::kTranspose && T.threads != 256)
+      return user_error("transpose runs 256 threads (32x8); leave threads at 256");
   }
   if (dynamic_smem_bytes() > max_smem(arch))
     return user_error(std::string(kernel_name()) + " needs " + str(dynamic_smem_bytes()) +
@@ -147,6 +153,8 @@ std::string KernelSpec::kernel_name() const {
   std::string a = arch_name(arch);
   a.erase(std::remove(a.begin(), a.end(), '_'), a.end());  // sm_90a -> sm90a
   std::string n = std::string("ffnjit_") + family_name(family) + "_" + a + "_" + dtype_name(layer.dtype);
+  if (family == Family::kTranspose) return n;
+  if (family == Family::kDenseAct) return n + (layer.gated ? "_g" : "_ng") + "_n" + str(layer.d_ff) + "_t" + str(tile.threads);
   if (family != Family::kReduce) n += layer.gated ? "_g" : "_ng";
   n += "_k" + str(layer.d_model);
   if (family != Family::kReduce) n += "n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" +
@@ -162,6 +170,10 @@ std::string KernelSpec::kernel_name() const {
 std::string KernelSpec::canonical() const {
   // Only what changes the generated code; the batch bucket selects but does not shape it.
   std::ostringstream o;
+  if (family == Family::kTranspose) {
+    o << "family=transpose;arch=" << arch_name(arch) << ";dtype=" << dtype_name(layer.dtype);
+    return o.str();
+  }
   o << "family=" << family_name(family) << ";arch=" << arch_name(arch) << ";dtype=" << dtype_name(layer.dtype)
     << ";d_model=" << layer.d_model << ";d_ff=" << layer.d_ff << ";gated=" << layer.gated
     << ";tile_n=" << sparsity.tile_n << ";capacity=" << sparsity.capacity << ";bm=" << tile.bm
@@ -184,7 +196,7 @@ KernelSpec default_spec(Family family, const LayerShape& layer, Arch arch, const
     else if (bucket.max_tokens <= 64) s.tile.bm = 64, s.tile.warps_m = 2;
     s.tile.warps_n = std::min(4, sparsity.tile_n / 16);
     if (arch == Arch::kSm89) s.tile.stages = 2;
-  } else {
+  } else if (family == Family::kUpDown || family == Family::kReduce) {
     s.tile.threads = layer.d_model / 8 > 256 * 4 ? 512 : 256;
     // Few tokens: split each token's tiles over CTAs so every SM has work.
     if (family == Family::kUpDown && bucket.max_tokens <= 16)

@@ -32,6 +32,13 @@ TemplateValues values_for(const KernelSpec& s) {
     case Family::kReduce:
       v.insert({"SPLITS", i(s.tile.splits)});
       break;
+    case Family::kTranspose:
+      v.erase("D_MODEL");
+      break;
+    case Family::kDenseAct:
+      v.erase("D_MODEL");
+      v.insert({{"D_FF", i(s.layer.d_ff)}, {"GATED", s.layer.gated ? "true" : "false"}});
+      break;
   }
   return v;
 }
@@ -53,7 +60,7 @@ std::span<const EmbeddedFile> device_headers() {
   static const std::vector<EmbeddedFile> headers = [] {
     std::vector<EmbeddedFile> h;
     for (const auto& f : embedded_templates())
-      if (f.path.ends_with(".cuh")) h.push_back(f);
+      if (f.path.ends_with(".cuh") || f.path.ends_with(".h")) h.push_back(f);
     return h;
   }();
   return headers;
