@@ -85,6 +85,7 @@ Status KernelSpec::validate() const {
                       "] is empty or starts below 1 token");
   const auto& T = tile;
   const TileConfig def;
+  if (T.min_blocks < 1 || T.min_blocks > 8) return user_error("min_blocks=" + str(T.min_blocks) + " must be in [1, 8]");
   if (family == Family::kGatePack) {
     if (T.threads != def.threads || T.splits != def.splits)
       return user_error("gate_pack ignores threads/splits; leave them at their defaults");
@@ -164,6 +165,7 @@ std::string KernelSpec::kernel_name() const {
          str(tile.stages);
   else
     n += "_t" + str(tile.threads) + "p" + str(tile.splits);
+  if (tile.min_blocks != 1) n += "b" + str(tile.min_blocks);
   return n;
 }
 
@@ -178,7 +180,7 @@ std::string KernelSpec::canonical() const {
     << ";d_model=" << layer.d_model << ";d_ff=" << layer.d_ff << ";gated=" << layer.gated
     << ";tile_n=" << sparsity.tile_n << ";capacity=" << sparsity.capacity << ";bm=" << tile.bm
     << ";bk=" << tile.bk << ";warps=" << tile.warps_m << "x" << tile.warps_n << ";stages=" << tile.stages
-    << ";threads=" << tile.threads << ";splits=" << tile.splits;
+    << ";threads=" << tile.threads << ";splits=" << tile.splits << ";min_blocks=" << tile.min_blocks;
   return o.str();
 }
 
@@ -191,13 +193,19 @@ KernelSpec default_spec(Family family, const LayerShape& layer, Arch arch, const
   s.bucket = bucket;
   s.sparsity = sparsity;
   if (family == Family::kGatePack) {
-    // Few tokens: short CTA tiles so the grid still covers the neurons; many: 128-row tiles.
+    // Few tokens: short CTA tiles so the grid still covers the neurons; many: 128-row
+    // tiles, bk 64, two CTAs per SM (measured best of 12 configs on H100, docs/kernels.md).
     if (bucket.max_tokens <= 16) s.tile.bm = 16, s.tile.warps_m = 1;
     else if (bucket.max_tokens <= 64) s.tile.bm = 64, s.tile.warps_m = 2;
     s.tile.warps_n = std::min(4, sparsity.tile_n / 16);
+    s.tile.bk = 64;
+    const int acc = (s.tile.bm / s.tile.warps_m) * (sparsity.tile_n / s.tile.warps_n) / 32;
+    s.tile.min_blocks = s.tile.bm >= 128 && acc <= 64 ? 2 : 1;  // 128 accumulators need > 128 registers
     if (arch == Arch::kSm89) s.tile.stages = 2;
   } else if (family == Family::kUpDown || family == Family::kReduce) {
     s.tile.threads = layer.d_model / 8 > 256 * 4 ? 512 : 256;
+    // Four CTAs per SM caps registers at 64: more gathers in flight (1.8x on H100).
+    if (family == Family::kUpDown) s.tile.min_blocks = s.tile.threads == 512 ? 2 : 4;
     // Few tokens: split each token's tiles over CTAs so every SM has work.
     if (family == Family::kUpDown && bucket.max_tokens <= 16)
       s.tile.splits = std::min(s.n_tiles(), std::max(1, 128 / std::max(1, bucket.max_tokens)));

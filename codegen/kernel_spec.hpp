@@ -58,6 +58,8 @@ struct TileConfig {
   // up_down: threads per CTA and how many CTAs share one token (split over tiles).
   int threads = 256;
   int splits = 1;
+  // All families: CTAs per SM promised to ptxas (__launch_bounds__ second argument).
+  int min_blocks = 1;
 };
 
 struct KernelSpec {

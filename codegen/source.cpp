@@ -18,7 +18,7 @@ std::string_view find_template(const std::string& path) {
 
 TemplateValues values_for(const KernelSpec& s) {
   auto i = [](int v) { return std::to_string(v); };
-  TemplateValues v = {{"KERNEL_NAME", s.kernel_name()}, {"THREADS", i(s.block_threads())}, {"D_MODEL", i(s.layer.d_model)}};
+  TemplateValues v = {{"KERNEL_NAME", s.kernel_name()}, {"THREADS", i(s.block_threads())}, {"MIN_BLOCKS", i(s.tile.min_blocks)}, {"D_MODEL", i(s.layer.d_model)}};
   switch (s.family) {
     case Family::kGatePack:
       v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},

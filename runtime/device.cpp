@@ -105,6 +105,9 @@ Status DeviceBuffer::fill_bytes(unsigned char value) const {
   FFNJIT_TRY(api);
   const drv::Api* cu = *api;
   if (size_) FFNJIT_CU(cuMemsetD8(ptr_, value, size_));
+  // cuMemsetD8 runs on the legacy stream, which does not order against non-blocking
+  // streams: wait, so later work on any stream sees the fill.
+  FFNJIT_CU(cuCtxSynchronize());
   return {};
 }
 

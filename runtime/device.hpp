@@ -61,7 +61,7 @@ class DeviceBuffer {
   }
   Status upload(const void* host, size_t bytes, size_t offset = 0) const;
   Status download(void* host, size_t bytes, size_t offset = 0) const;
-  Status fill_bytes(unsigned char value) const;  // synchronous memset
+  Status fill_bytes(unsigned char value) const;  // memset, complete on return
 
  private:
   CUdeviceptr ptr_ = 0;

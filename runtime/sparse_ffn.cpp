@@ -55,47 +55,52 @@ size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens) { return l
 
 size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens) { return layout(cfg, tokens).overflow; }
 
-Status sparse_ffn_forward(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
-                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
+                       int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
   auto gate = kernels.get(cfg.gate);
   FFNJIT_TRY(gate);
-  auto up_down = kernels.get(cfg.up_down);
-  FFNJIT_TRY(up_down);
   const Layout l = layout(cfg, tokens);
   auto api = drv::api();
   FFNJIT_TRY(api);
   const drv::Api* cu = *api;
-  const int splits = cfg.up_down.tile.splits;
-
-  auto* counts = reinterpret_cast<uint32_t*>(workspace + l.counts);
-  auto* entries = reinterpret_cast<uint32_t*>(workspace + l.entries);
-  auto* overflow = reinterpret_cast<uint32_t*>(workspace + l.overflow);
   FFNJIT_CU(cuMemsetD32Async(workspace + l.overflow, 0, 1, stream));
-
   const CUdeviceptr gate_w = w.layer.gated ? w.w_gate : w.w_up;
   GatePackParams gp{reinterpret_cast<const uint16_t*>(x), reinterpret_cast<const uint16_t*>(gate_w),
-                          {counts, entries, overflow}, tokens};
-  FFNJIT_TRY(launch(**gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream));
+                    {reinterpret_cast<uint32_t*>(workspace + l.counts), reinterpret_cast<uint32_t*>(workspace + l.entries),
+                     reinterpret_cast<uint32_t*>(workspace + l.overflow)},
+                    tokens};
+  return launch(**gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream);
+}
 
+Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
+                          CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  auto up_down = kernels.get(cfg.up_down);
+  FFNJIT_TRY(up_down);
+  const Layout l = layout(cfg, tokens);
+  const int splits = cfg.up_down.tile.splits;
   UpDownParams up{reinterpret_cast<const uint16_t*>(x),
-                        reinterpret_cast<const uint16_t*>(gate_w),
-                        reinterpret_cast<const uint16_t*>(w.w_up),
-                        reinterpret_cast<const uint16_t*>(w.w_down_t),
-                        counts,
-                        entries,
-                        reinterpret_cast<uint16_t*>(out),
-                        reinterpret_cast<float*>(workspace + l.partial),
-                        tokens};
+                  reinterpret_cast<const uint16_t*>(w.layer.gated ? w.w_gate : w.w_up),
+                  reinterpret_cast<const uint16_t*>(w.w_up),
+                  reinterpret_cast<const uint16_t*>(w.w_down_t),
+                  reinterpret_cast<const uint32_t*>(workspace + l.counts),
+                  reinterpret_cast<const uint32_t*>(workspace + l.entries),
+                  reinterpret_cast<uint16_t*>(out),
+                  reinterpret_cast<float*>(workspace + l.partial),
+                  tokens};
   FFNJIT_TRY(launch(**up_down, unsigned(tokens), unsigned(splits), &up, stream));
-  if (splits > 1) {
-    auto reduce = kernels.get(cfg.reduce);
-    FFNJIT_TRY(reduce);
-    ReduceParams rp{reinterpret_cast<const float*>(workspace + l.partial), reinterpret_cast<uint16_t*>(out),
-                          tokens};
-    FFNJIT_TRY(launch(**reduce, unsigned(tokens), 1, &rp, stream));
-  }
-  return {};
+  if (splits == 1) return {};
+  auto reduce = kernels.get(cfg.reduce);
+  FFNJIT_TRY(reduce);
+  ReduceParams rp{reinterpret_cast<const float*>(workspace + l.partial), reinterpret_cast<uint16_t*>(out), tokens};
+  return launch(**reduce, unsigned(tokens), 1, &rp, stream);
+}
+
+Status sparse_ffn_forward(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+  FFNJIT_TRY(sparse_ffn_gate(kernels, cfg, w, x, tokens, workspace, stream));
+  return sparse_ffn_up_down(kernels, cfg, w, x, out, tokens, workspace, stream);
 }
 
 Status transpose_down(KernelTable& kernels, Arch arch, CUdeviceptr wd, CUdeviceptr wd_t, int d_model, int d_ff,

@@ -40,6 +40,13 @@ size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens);
 Status sparse_ffn_forward(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
 
+// The two halves of sparse_ffn_forward, for benchmarks that time them separately:
+// the gate (writes the TwELL workspace) and up/down (+ reduce) reading it.
+Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
+                       int tokens, CUdeviceptr workspace, CUstream stream);
+Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
+                          CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
+
 // WdT = Wd^T on the device ([d_model][d_ff] -> [d_ff][d_model]).
 Status transpose_down(KernelTable& kernels, Arch arch, CUdeviceptr wd, CUdeviceptr wd_t, int d_model, int d_ff,
                       CUstream stream);

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --build build -j "$(nproc)" >/dev/null
 mkdir -p .device-carry
-for b in build/cli/ffnjit build/tests/test_gpu_sparse_ffn; do
+for b in build/cli/ffnjit build/tests/test_gpu_sparse_ffn build/bench/bench_kernels; do
   strip -o ".device-carry/$(basename "$b")" "$b"
 done
 du -sh .device-carry
