@@ -42,7 +42,11 @@ Status SparseFfnConfig::validate() const {
 }
 
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int tokens, const Sparsity& sparsity) {
-  const BatchBucket b{tokens, tokens};
+  return default_sparse_config(layer, arch, BatchBucket{tokens, tokens}, sparsity);
+}
+
+SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& b,
+                                      const Sparsity& sparsity) {
   SparseFfnConfig c;
   c.gate = default_spec(Family::kGatePack, layer, arch, b, sparsity);
   c.up_down = default_spec(Family::kUpDown, layer, arch, b, sparsity);
@@ -55,12 +59,25 @@ size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens) { return l
 
 size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens) { return layout(cfg, tokens).overflow; }
 
-Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
-                       int tokens, CUdeviceptr workspace, CUstream stream) {
-  if (tokens == 0) return {};
+Expected<SparseFfnKernels> resolve_kernels(KernelTable& kernels, const SparseFfnConfig& cfg) {
+  SparseFfnKernels k;
   auto gate = kernels.get(cfg.gate);
   FFNJIT_TRY(gate);
-  const Layout l = layout(cfg, tokens);
+  auto up_down = kernels.get(cfg.up_down);
+  FFNJIT_TRY(up_down);
+  k.gate = *gate, k.up_down = *up_down;
+  if (cfg.up_down.tile.splits > 1) {
+    auto reduce = kernels.get(cfg.reduce);
+    FFNJIT_TRY(reduce);
+    k.reduce = *reduce;
+  }
+  return k;
+}
+
+namespace {
+
+Status launch_gate(const LoadedKernel& gate, const SparseFfnConfig& cfg, const Layout& l, const FfnDeviceWeights& w,
+                   CUdeviceptr x, int tokens, CUdeviceptr workspace, CUstream stream) {
   auto api = drv::api();
   FFNJIT_TRY(api);
   const drv::Api* cu = *api;
@@ -70,15 +87,12 @@ Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const F
                     {reinterpret_cast<uint32_t*>(workspace + l.counts), reinterpret_cast<uint32_t*>(workspace + l.entries),
                      reinterpret_cast<uint32_t*>(workspace + l.overflow)},
                     tokens};
-  return launch(**gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream);
+  return launch(gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream);
 }
 
-Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
-                          CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
-  if (tokens == 0) return {};
-  auto up_down = kernels.get(cfg.up_down);
-  FFNJIT_TRY(up_down);
-  const Layout l = layout(cfg, tokens);
+Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const Layout& l,
+                      const FfnDeviceWeights& w, CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace,
+                      CUstream stream) {
   const int splits = cfg.up_down.tile.splits;
   UpDownParams up{reinterpret_cast<const uint16_t*>(x),
                   reinterpret_cast<const uint16_t*>(w.layer.gated ? w.w_gate : w.w_up),
@@ -89,18 +103,45 @@ Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, cons
                   reinterpret_cast<uint16_t*>(out),
                   reinterpret_cast<float*>(workspace + l.partial),
                   tokens};
-  FFNJIT_TRY(launch(**up_down, unsigned(tokens), unsigned(splits), &up, stream));
+  FFNJIT_TRY(launch(*k.up_down, unsigned(tokens), unsigned(splits), &up, stream));
   if (splits == 1) return {};
-  auto reduce = kernels.get(cfg.reduce);
-  FFNJIT_TRY(reduce);
+  if (!k.reduce) return internal_error("split up_down without a resolved reduce kernel");
   ReduceParams rp{reinterpret_cast<const float*>(workspace + l.partial), reinterpret_cast<uint16_t*>(out), tokens};
-  return launch(**reduce, unsigned(tokens), 1, &rp, stream);
+  return launch(*k.reduce, unsigned(tokens), 1, &rp, stream);
+}
+
+}  // namespace
+
+Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  const Layout l = layout(cfg, tokens);
+  FFNJIT_TRY(launch_gate(*k.gate, cfg, l, w, x, tokens, workspace, stream));
+  return launch_up_down(k, cfg, l, w, x, out, tokens, workspace, stream);
+}
+
+Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
+                       int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  auto gate = kernels.get(cfg.gate);
+  FFNJIT_TRY(gate);
+  return launch_gate(**gate, cfg, layout(cfg, tokens), w, x, tokens, workspace, stream);
+}
+
+Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
+                          CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  auto k = resolve_kernels(kernels, cfg);
+  FFNJIT_TRY(k);
+  return launch_up_down(*k, cfg, layout(cfg, tokens), w, x, out, tokens, workspace, stream);
 }
 
 Status sparse_ffn_forward(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
-  FFNJIT_TRY(sparse_ffn_gate(kernels, cfg, w, x, tokens, workspace, stream));
-  return sparse_ffn_up_down(kernels, cfg, w, x, out, tokens, workspace, stream);
+  if (tokens == 0) return {};
+  auto k = resolve_kernels(kernels, cfg);
+  FFNJIT_TRY(k);
+  return sparse_ffn_forward(*k, cfg, w, x, out, tokens, workspace, stream);
 }
 
 Status transpose_down(KernelTable& kernels, Arch arch, CUdeviceptr wd, CUdeviceptr wd_t, int d_model, int d_ff,

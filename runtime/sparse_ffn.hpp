@@ -24,8 +24,10 @@ struct SparseFfnConfig {
   Status validate() const;
 };
 
-// The untuned default for a token count (docs/kernels.md explains the heuristic).
+// The untuned default for a token count or a bucket (docs/kernels.md explains the heuristic).
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int tokens, const Sparsity& sparsity = {});
+SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
+                                      const Sparsity& sparsity = {});
 
 // Workspace for `tokens` tokens: TwELL counts and entries, the overflow counter and
 // the split partials; 256-byte aligned pieces.
@@ -34,6 +36,18 @@ size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens);
 // Where the overflow counter lives inside the workspace (a uint32: (token, tile)
 // pairs that exceeded capacity during the last forward).
 size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens);
+
+// The loaded kernels of a config, resolved once so a forward does no lookups.
+struct SparseFfnKernels {
+  const LoadedKernel* gate = nullptr;
+  const LoadedKernel* up_down = nullptr;
+  const LoadedKernel* reduce = nullptr;  // null unless split
+};
+Expected<SparseFfnKernels> resolve_kernels(KernelTable& kernels, const SparseFfnConfig& cfg);
+
+// out[tokens][d_model] = FFN(x[tokens][d_model]) with resolved kernels: the hot path.
+Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
 
 // out[tokens][d_model] = FFN(x[tokens][d_model]). Enqueues only; `workspace` must
 // hold sparse_workspace_bytes(cfg, tokens).
