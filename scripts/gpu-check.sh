@@ -1,45 +1,72 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine (through the device tool): the gpu test tier, compute-
-# sanitizer memcheck + racecheck on a representative set, and the benchmark. Full
-# logs go to $OUT; a short summary table is printed last.
-# Binaries come prebuilt in $BIN (default .device-carry, made by scripts/gpu-pack.sh).
+# Runs on the GPU machine (through the device tool): every gpu test binary,
+# compute-sanitizer memcheck + racecheck on a representative set, the examples
+# (C engine on a demo checkpoint, PyTorch operator eager + CUDA graph), the host
+# overhead benchmark and `ffnjit bench`. Full logs go to $OUT; a short summary
+# table is printed last. Binaries come prebuilt in $BIN (scripts/gpu-pack.sh).
+# STEPS selects a subset: tests sanitize examples overhead bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:-.device-carry}
+BIN=$(realpath "${BIN:-.device-carry}")
 OUT=${OUT:-/tmp/ffnjit-gpu-check}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-STEPS=${STEPS:-tests sanitize bench}
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$BIN:${LD_LIBRARY_PATH:-}
+STEPS=${STEPS:-tests sanitize examples overhead bench}
 summary=()
+has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv >"$OUT/gpu.txt" 2>&1
 summary+=("device: $(sed -n 2p "$OUT/gpu.txt")")
 
-if [[ " $STEPS " == *" tests "* ]]; then
-  start=$(date +%s)
-  "$BIN/test_gpu_sparse_ffn" ~[sanitize] >"$OUT/gpu-tests.log" 2>&1
-  rc=$?
-  summary+=("gpu tests: rc=$rc, $(grep -E '^(test cases|All tests passed)' "$OUT/gpu-tests.log" | tail -2 | tr '\n' ' ') ($(( $(date +%s) - start )) s)")
-fi
-
-if [[ " $STEPS " == *" sanitize "* ]]; then
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool "$tool" --error-exitcode 99 "$BIN/test_gpu_sparse_ffn" "[sanitize]" \
-      >"$OUT/sanitize-$tool.log" 2>&1
+if has tests; then
+  for t in "$BIN"/test_gpu_*; do
+    n=$(basename "$t")
+    start=$(date +%s)
+    "$t" '~[sanitize]' >"$OUT/$n.log" 2>&1
     rc=$?
-    summary+=("compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.log" | tail -1)")
+    summary+=("$n: rc=$rc, $(grep -E '^(test cases|All tests passed)' "$OUT/$n.log" | tail -1) ($(( $(date +%s) - start )) s)")
   done
 fi
 
-if [[ " $STEPS " == *" bench "* ]]; then
+if has sanitize; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool "$tool" --error-exitcode 99 "$BIN/test_gpu_sparse_ffn" "[sanitize]" \
+      >"$OUT/sanitize-$tool.log" 2>&1
+    summary+=("compute-sanitizer $tool: rc=$?, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool.log" | tail -1)")
+  done
+fi
+
+if has examples; then
+  demo=/tmp/ffnjit-demo
+  rm -rf "$demo"
+  if "$BIN/ffnjit" demo-checkpoint "$demo" >"$OUT/example-c.log" 2>&1; then
+    "$BIN/c_engine" "$demo" >>"$OUT/example-c.log" 2>&1
+    summary+=("example c_engine: rc=$?, $(tail -1 "$OUT/example-c.log")")
+  else
+    summary+=("example c_engine: demo-checkpoint failed: $(tail -1 "$OUT/example-c.log")")
+  fi
+  PYTHONUNBUFFERED=1 python3 examples/torch/compare.py "$PWD/include" "$BIN" >"$OUT/example-torch.log" 2>&1
+  summary+=("example torch: rc=$?, $(tail -1 "$OUT/example-torch.log")")
+fi
+
+if has overhead; then
+  "$BIN/bench_host_overhead" >"$OUT/overhead.txt" 2>&1
+  summary+=("host overhead: rc=$?")
+fi
+
+if has bench; then
   "$BIN/ffnjit" bench --tokens "${BENCH_TOKENS:-1,16,128,2048,8192,32768}" --k "${BENCH_K:-29,56,112,282}" \
     --csv "$OUT/bench.csv" >"$OUT/bench.txt" 2>"$OUT/bench.err"
   summary+=("bench: rc=$?")
 fi
 
-echo "==== logs ===="
-for f in "$OUT"/*.log; do echo "--- $f (tail)"; tail -n 25 "$f"; done
+echo "==== failures (first lines) ===="
+grep -h -B2 -A12 "FAILED" "$OUT"/*.log 2>/dev/null | head -60
+echo "==== example logs (tail) ===="
+tail -n 6 "$OUT"/example-*.log 2>/dev/null
+echo "==== host overhead ===="
+cat "$OUT/overhead.txt" 2>/dev/null
 echo "==== bench ===="
-cat "$OUT/bench.txt" 2>/dev/null; tail -n 3 "$OUT/bench.err" 2>/dev/null
+cat "$OUT/bench.txt" 2>/dev/null; tail -n 2 "$OUT/bench.err" 2>/dev/null
 echo "==== summary ===="
 printf '%s\n' "${summary[@]}"

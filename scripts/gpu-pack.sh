@@ -4,8 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --build build -j "$(nproc)" >/dev/null
-mkdir -p .device-carry
-for b in build/cli/ffnjit build/tests/test_gpu_sparse_ffn build/bench/bench_kernels; do
+rm -rf .device-carry && mkdir -p .device-carry
+for b in build/cli/ffnjit build/tests/test_gpu_sparse_ffn build/tests/test_gpu_c_api build/bench/bench_kernels \
+         build/bench/bench_host_overhead build/examples/c_engine; do
   strip -o ".device-carry/$(basename "$b")" "$b"
 done
+for t in build/tests/test_gpu_*; do
+  [ -x "$t" ] && [ ! -e ".device-carry/$(basename "$t")" ] && strip -o ".device-carry/$(basename "$t")" "$t"
+done
+strip --strip-unneeded -o .device-carry/libffnjit.so build/runtime/libffnjit.so
 du -sh .device-carry

@@ -59,6 +59,7 @@ class [[nodiscard]] Expected {
   const T* operator->() const { return &std::get<0>(v_); }
   T& operator*() & { return std::get<0>(v_); }
   const T& operator*() const& { return std::get<0>(v_); }
+  T&& operator*() && { return std::get<0>(std::move(v_)); }
   const Error& error() const { return std::get<1>(v_); }
   Status status() const { return has_value() ? Status() : Status(error()); }
 

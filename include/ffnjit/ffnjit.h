@@ -16,6 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if defined(__GNUC__)
+#define FFNJIT_API __attribute__((visibility("default")))
+#else
+#define FFNJIT_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,13 +44,13 @@ typedef enum ffnjit_status {
 } ffnjit_status;
 
 /* The library's version, FFNJIT_VERSION format. Thread-safe. */
-int ffnjit_version(void);
+FFNJIT_API int ffnjit_version(void);
 
 /* Message of the calling thread's last failure ("" if none). Thread-safe. */
-const char* ffnjit_last_error(void);
+FFNJIT_API const char* ffnjit_last_error(void);
 
 /* Name of a status ("FFNJIT_STATUS_INVALID_ARGUMENT"). Thread-safe. */
-const char* ffnjit_status_name(ffnjit_status status);
+FFNJIT_API const char* ffnjit_status_name(ffnjit_status status);
 
 typedef struct ffnjit_context ffnjit_context;
 typedef struct ffnjit_layer ffnjit_layer;
@@ -63,15 +69,15 @@ typedef struct ffnjit_context_options {
 } ffnjit_context_options;
 
 /* Fills `options` with the defaults (device 0, default cache, compile on miss, no counters). */
-void ffnjit_context_options_init(ffnjit_context_options* options);
+FFNJIT_API void ffnjit_context_options_init(ffnjit_context_options* options);
 
 /* Creates a context on options->device (retains its primary context, shared with
  * the CUDA runtime and frameworks). Thread-safe. */
-ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnjit_context** out);
+FFNJIT_API ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnjit_context** out);
 
 /* Destroys a context; its layers must be destroyed first. NULL is a no-op. Not
  * concurrent with other calls on the same context. */
-void ffnjit_context_destroy(ffnjit_context* ctx);
+FFNJIT_API void ffnjit_context_destroy(ffnjit_context* ctx);
 
 typedef enum ffnjit_dtype { FFNJIT_BF16 = 0 } ffnjit_dtype;
 
@@ -92,14 +98,14 @@ typedef struct ffnjit_layer_desc {
  * layouts the kernels read (device memory owned by the layer), and resolves
  * nothing else yet. The caller's weight buffers may be freed afterwards.
  * Thread-safe with respect to other layers of the same context. */
-ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc* desc, ffnjit_layer** out);
+FFNJIT_API ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc* desc, ffnjit_layer** out);
 
 /* Destroys a layer and its device memory. NULL is a no-op. */
-void ffnjit_layer_destroy(ffnjit_layer* layer);
+FFNJIT_API void ffnjit_layer_destroy(ffnjit_layer* layer);
 
 /* Bytes of device workspace ffnjit_ffn_forward needs for `tokens` tokens (256-byte
  * aligned pointers). Thread-safe. */
-ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tokens, size_t* bytes);
+FFNJIT_API ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tokens, size_t* bytes);
 
 /* out[tokens][d_model] = FFN(x[tokens][d_model]), both bf16 device pointers
  * (16-byte aligned), enqueued on `stream`. Zero tokens is a valid call that does
@@ -107,7 +113,7 @@ ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tok
  * the first call for a batch bucket looks the kernel up (and may compile, see
  * ffnjit_miss_policy), later calls do not touch the cache. Calls on the same layer
  * may come from several threads. */
-ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, int64_t tokens, void* workspace,
+FFNJIT_API ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, int64_t tokens, void* workspace,
                                  size_t workspace_bytes, void* stream);
 
 #ifdef __cplusplus
