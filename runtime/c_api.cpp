@@ -70,6 +70,11 @@ struct ffnjit_layer {
   LayerShape shape;
   Sparsity sparsity;
   LayerWeights weights;
+  DeviceBuffer counters;  // uint32 overflow total since registration
+  FfnDeviceWeights device_weights;
+  // The last (x, out) pair whose device was checked: engines reuse their buffers,
+  // and the driver query costs about a microsecond per pointer.
+  std::atomic<uintptr_t> checked_x{0}, checked_out{0};
   // One resolved config per bucket; published once under `mu`, then read lock-free.
   struct Resolved {
     SparseFfnConfig cfg;
@@ -226,6 +231,12 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
   auto w = LayerWeights::upload(ctx->kernels, ctx->arch, hw, nullptr, /*with_dense=*/false);
   if (!w) return fail(w.error());
   layer->weights = std::move(*w);
+  auto counters = DeviceBuffer::alloc(256);
+  if (!counters) return fail(counters.error());
+  layer->counters = std::move(*counters);
+  if (Status s = layer->counters.fill_bytes(0); !s) return fail(s);
+  layer->device_weights = layer->weights.sparse();
+  layer->device_weights.overflow_counter = layer->counters.ptr();
   ++ctx->live_layers;
   *out = layer.release();
   return ok();
@@ -278,12 +289,17 @@ ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, 
   CUcontext current = nullptr;
   if (cu->cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx->device->context())
     if (Status s = ctx->device->make_current(); !s) return fail(s);
-  const int dev_x = pointer_device(cu, x), dev_out = pointer_device(cu, out);
-  if (dev_x != ctx->options.device || dev_out != ctx->options.device)
-    return invalid(std::string(dev_x != ctx->options.device ? "x" : "out") +
-                   ((dev_x < 0 || dev_out < 0) ? " is not CUDA device memory" : " is on another device than the layer") +
-                   "; pass device pointers on device " + std::to_string(ctx->options.device));
-  Status s = sparse_ffn_forward((*r)->kernels, (*r)->cfg, layer->weights.sparse(), CUdeviceptr(x), CUdeviceptr(out),
+  const uintptr_t ux = reinterpret_cast<uintptr_t>(x), uo = reinterpret_cast<uintptr_t>(out);
+  if (layer->checked_x.load(std::memory_order_relaxed) != ux || layer->checked_out.load(std::memory_order_relaxed) != uo) {
+    const int dev_x = pointer_device(cu, x), dev_out = pointer_device(cu, out);
+    if (dev_x != ctx->options.device || dev_out != ctx->options.device)
+      return invalid(std::string(dev_x != ctx->options.device ? "x" : "out") +
+                     ((dev_x < 0 || dev_out < 0) ? " is not CUDA device memory" : " is on another device than the layer") +
+                     "; pass device pointers on device " + std::to_string(ctx->options.device));
+    layer->checked_x.store(ux, std::memory_order_relaxed);
+    layer->checked_out.store(uo, std::memory_order_relaxed);
+  }
+  Status s = sparse_ffn_forward((*r)->kernels, (*r)->cfg, layer->device_weights, CUdeviceptr(x), CUdeviceptr(out),
                                 int(tokens), CUdeviceptr(workspace), static_cast<CUstream>(stream));
   if (!s) return fail(s);
   return FFNJIT_STATUS_OK;

@@ -81,11 +81,15 @@ Status launch_gate(const LoadedKernel& gate, const SparseFfnConfig& cfg, const L
   auto api = drv::api();
   FFNJIT_TRY(api);
   const drv::Api* cu = *api;
-  FFNJIT_CU(cuMemsetD32Async(workspace + l.overflow, 0, 1, stream));
+  CUdeviceptr overflow = w.overflow_counter;
+  if (!overflow) {
+    overflow = workspace + l.overflow;
+    FFNJIT_CU(cuMemsetD32Async(overflow, 0, 1, stream));
+  }
   const CUdeviceptr gate_w = w.layer.gated ? w.w_gate : w.w_up;
   GatePackParams gp{reinterpret_cast<const uint16_t*>(x), reinterpret_cast<const uint16_t*>(gate_w),
                     {reinterpret_cast<uint32_t*>(workspace + l.counts), reinterpret_cast<uint32_t*>(workspace + l.entries),
-                     reinterpret_cast<uint32_t*>(workspace + l.overflow)},
+                     reinterpret_cast<uint32_t*>(overflow)},
                     tokens};
   return launch(gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream);
 }

@@ -16,6 +16,10 @@ struct FfnDeviceWeights {
   CUdeviceptr w_up = 0;      // Wu [d_ff][d_model]
   CUdeviceptr w_down_t = 0;  // WdT [d_ff][d_model]
   LayerShape layer;
+  // uint32 that accumulates overflowed (token, tile) pairs across calls (a layer's
+  // serving counter, never reset by a forward). 0: use the workspace's counter,
+  // which each forward zeroes first (one extra memset node).
+  CUdeviceptr overflow_counter = 0;
 };
 
 // The kernels of one sparse forward: all three share layer, arch and sparsity.
@@ -33,8 +37,8 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const 
 // the split partials; 256-byte aligned pieces.
 size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens);
 
-// Where the overflow counter lives inside the workspace (a uint32: (token, tile)
-// pairs that exceeded capacity during the last forward).
+// Where the workspace's overflow counter lives (a uint32: (token, tile) pairs that
+// exceeded capacity in the last forward, when FfnDeviceWeights::overflow_counter is 0).
 size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens);
 
 // The loaded kernels of a config, resolved once so a forward does no lookups.

@@ -12,7 +12,8 @@ from torch.utils.cpp_extension import load
 include_dir, lib_dir = sys.argv[1], sys.argv[2]
 here = os.path.dirname(os.path.abspath(__file__))
 load(name="ffnjit_torch", sources=[os.path.join(here, "ffnjit_torch.cpp")], extra_include_paths=[include_dir],
-     extra_ldflags=[f"-L{lib_dir}", "-lffnjit", f"-Wl,-rpath,{lib_dir}"], is_python_module=False, verbose=False)
+     extra_ldflags=[f"-L{lib_dir}", "-lffnjit", f"-Wl,-rpath,{lib_dir}"], with_cuda=True, is_python_module=False,
+     verbose=False)
 
 torch.manual_seed(0)
 dev = "cuda"
