@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "model/synthetic.hpp"
-#include "runtime/layer_weights.hpp"
+#include "runtime/device_weights.hpp"
 #include "tuner/measure.hpp"
 
 using namespace ffnjit;
@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   dev.api()->cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING);
   KernelTable kernels;
   auto layer = synth::make_layer(shape.d_model, shape.d_ff, true, double(k) / shape.d_ff, 7);
-  auto w = must(LayerWeights::upload(kernels, arch, {layer.wg.data(), layer.wu.data(), layer.wd.data(), shape}, stream,
+  auto w = must(DeviceWeights::upload(kernels, arch, {layer.wg.data(), layer.wu.data(), layer.wd.data(), shape}, stream,
                                      false));
   auto xh = synth::make_inputs(m, shape.d_model, 1);
   auto x = must(DeviceBuffer::alloc(xh.size() * 2));

@@ -8,7 +8,7 @@
 
 #include "cache/location.hpp"
 #include "runtime/buckets.hpp"
-#include "runtime/layer_weights.hpp"
+#include "runtime/device_weights.hpp"
 
 namespace {
 
@@ -69,7 +69,7 @@ struct ffnjit_layer {
   std::string id;
   LayerShape shape;
   Sparsity sparsity;
-  LayerWeights weights;
+  DeviceWeights weights;
   DeviceBuffer counters;  // uint32 overflow total since registration
   FfnDeviceWeights device_weights;
   // The last (x, out) pair whose device was checked: engines reuse their buffers,
@@ -212,7 +212,7 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
                                    std::to_string(ctx->options.device));
   }
   if (Status s = ctx->device->make_current(); !s) return fail(s);
-  // Copy device -> host -> device through LayerWeights: registration is rare and
+  // Copy device -> host -> device through DeviceWeights: registration is rare and
   // this keeps one upload path; the caller's buffers are free to go afterwards.
   const size_t bytes = size_t(d->d_ff) * d->d_model * 2;
   std::vector<uint16_t> wg(d->gated ? bytes / 2 : 0), wu(bytes / 2), wd(bytes / 2);
@@ -228,7 +228,7 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
   layer->shape = probe.layer;
   layer->sparsity = probe.sparsity;
   HostFfnWeights hw{d->gated ? wg.data() : nullptr, wu.data(), wd.data(), layer->shape};
-  auto w = LayerWeights::upload(ctx->kernels, ctx->arch, hw, nullptr, /*with_dense=*/false);
+  auto w = DeviceWeights::upload(ctx->kernels, ctx->arch, hw, nullptr, /*with_dense=*/false);
   if (!w) return fail(w.error());
   layer->weights = std::move(*w);
   auto counters = DeviceBuffer::alloc(256);

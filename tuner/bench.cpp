@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "model/synthetic.hpp"
-#include "runtime/layer_weights.hpp"
+#include "runtime/device_weights.hpp"
 #include "support/bf16.hpp"
 
 namespace ffnjit {
@@ -54,7 +54,7 @@ Expected<std::vector<BenchRow>> run_bench(const BenchOptions& o,
   for (int k : o.k) {
     auto layer = synth::make_layer(o.d_model, o.d_ff, o.gated, double(k) / o.d_ff, 7 + k);
     HostFfnWeights hw{o.gated ? layer.wg.data() : nullptr, layer.wu.data(), layer.wd.data(), shape};
-    auto weights = LayerWeights::upload(kernels, *arch, hw, stream, /*with_dense=*/true);
+    auto weights = DeviceWeights::upload(kernels, *arch, hw, stream, /*with_dense=*/true);
     FFNJIT_TRY(weights);
     for (int m : o.tokens) {
       BenchRow row;

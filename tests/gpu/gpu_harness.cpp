@@ -149,7 +149,7 @@ Gpu* gpu(std::string* why) {
 std::unique_ptr<DeviceLayer> upload_layer(Gpu& g, synth::Layer layer) {
   const LayerShape shape{layer.d_model, layer.d_ff, layer.gated, DType::kBF16};
   HostFfnWeights host{layer.gated ? layer.wg.data() : nullptr, layer.wu.data(), layer.wd.data(), shape};
-  auto w = LayerWeights::upload(g.kernels, g.arch, host, g.stream, /*with_dense=*/true);
+  auto w = DeviceWeights::upload(g.kernels, g.arch, host, g.stream, /*with_dense=*/true);
   if (!w) throw std::runtime_error(w.error().message);
   return std::unique_ptr<DeviceLayer>(new DeviceLayer{std::move(layer), std::move(*w)});
 }

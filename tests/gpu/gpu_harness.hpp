@@ -12,7 +12,7 @@
 #include "runtime/dense_ffn.hpp"
 #include "runtime/device.hpp"
 #include "runtime/kernels.hpp"
-#include "runtime/layer_weights.hpp"
+#include "runtime/device_weights.hpp"
 #include "runtime/sparse_ffn.hpp"
 
 namespace ffnjit::test {
@@ -30,7 +30,7 @@ Gpu* gpu(std::string* why);
 // A synthetic layer on the device, with WdT prepared as registration would.
 struct DeviceLayer {
   synth::Layer host;
-  LayerWeights device;
+  DeviceWeights device;
   FfnDeviceWeights weights() const { return device.sparse(); }
   DenseDeviceWeights dense_weights() const { return device.dense(); }
 };

@@ -18,10 +18,10 @@ struct HostFfnWeights {
   LayerShape layer;
 };
 
-class LayerWeights {
+class DeviceWeights {
  public:
   // Uploads and prepares; synchronizes `stream` before returning.
-  static Expected<LayerWeights> upload(KernelTable& kernels, Arch arch, const HostFfnWeights& w, CUstream stream,
+  static Expected<DeviceWeights> upload(KernelTable& kernels, Arch arch, const HostFfnWeights& w, CUstream stream,
                                        bool with_dense);
   FfnDeviceWeights sparse() const;
   DenseDeviceWeights dense() const;  // needs with_dense

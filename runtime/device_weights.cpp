@@ -1,11 +1,11 @@
 // A layer's weights on the device in the layouts the kernels read.
-#include "runtime/layer_weights.hpp"
+#include "runtime/device_weights.hpp"
 
 namespace ffnjit {
 
-Expected<LayerWeights> LayerWeights::upload(KernelTable& kernels, Arch arch, const HostFfnWeights& w,
+Expected<DeviceWeights> DeviceWeights::upload(KernelTable& kernels, Arch arch, const HostFfnWeights& w,
                                             CUstream stream, bool with_dense) {
-  LayerWeights out;
+  DeviceWeights out;
   out.layer_ = w.layer;
   const size_t bytes = size_t(w.layer.d_ff) * w.layer.d_model * 2;
   auto alloc_upload = [&](DeviceBuffer& b, const uint16_t* host) -> Status {
@@ -36,9 +36,9 @@ Expected<LayerWeights> LayerWeights::upload(KernelTable& kernels, Arch arch, con
   return out;
 }
 
-FfnDeviceWeights LayerWeights::sparse() const { return {wg_.ptr(), wu_.ptr(), wd_t_.ptr(), layer_}; }
+FfnDeviceWeights DeviceWeights::sparse() const { return {wg_.ptr(), wu_.ptr(), wd_t_.ptr(), layer_}; }
 
-DenseDeviceWeights LayerWeights::dense() const {
+DenseDeviceWeights DeviceWeights::dense() const {
   return {layer_.gated ? w_gate_up_.ptr() : wu_.ptr(), wd_.ptr(), layer_};
 }
 
