@@ -4,29 +4,23 @@
 namespace ffnjit {
 
 Expected<DeviceWeights> DeviceWeights::upload(KernelTable& kernels, Arch arch, const HostFfnWeights& w,
-                                            CUstream stream, bool with_dense) {
+                                              CUstream stream, bool with_dense) {
   DeviceWeights out;
   out.layer_ = w.layer;
   const size_t bytes = size_t(w.layer.d_ff) * w.layer.d_model * 2;
-  auto alloc_upload = [&](DeviceBuffer& b, const uint16_t* host) -> Status {
-    auto a = DeviceBuffer::alloc(bytes);
-    FFNJIT_TRY(a);
-    b = std::move(*a);
-    return b.upload(host, bytes);
-  };
-  if (w.layer.gated) FFNJIT_TRY(alloc_upload(out.wg_, w.wg));
-  FFNJIT_TRY(alloc_upload(out.wu_, w.wu));
-  FFNJIT_TRY(alloc_upload(out.wd_, w.wd));
+  // Wg and Wu share one allocation, Wg first: the dense path runs one GEMM over both.
+  auto gu = DeviceBuffer::alloc(w.layer.gated ? 2 * bytes : bytes);
+  FFNJIT_TRY(gu);
+  out.gate_up_ = std::move(*gu);
+  if (w.layer.gated) FFNJIT_TRY(out.gate_up_.upload(w.wg, bytes));
+  FFNJIT_TRY(out.gate_up_.upload(w.wu, bytes, w.layer.gated ? bytes : 0));
+  auto wd = DeviceBuffer::alloc(bytes);
+  FFNJIT_TRY(wd);
+  out.wd_ = std::move(*wd);
+  FFNJIT_TRY(out.wd_.upload(w.wd, bytes));
   auto wdt = DeviceBuffer::alloc(bytes);
   FFNJIT_TRY(wdt);
   out.wd_t_ = std::move(*wdt);
-  if (with_dense && w.layer.gated) {
-    auto gu = DeviceBuffer::alloc(2 * bytes);
-    FFNJIT_TRY(gu);
-    out.w_gate_up_ = std::move(*gu);
-    FFNJIT_TRY(out.w_gate_up_.upload(w.wg, bytes));
-    FFNJIT_TRY(out.w_gate_up_.upload(w.wu, bytes, bytes));
-  }
   FFNJIT_TRY(transpose_down(kernels, arch, out.wd_.ptr(), out.wd_t_.ptr(), w.layer.d_model, w.layer.d_ff, stream));
   auto api = drv::api();
   FFNJIT_TRY(api);
@@ -36,10 +30,13 @@ Expected<DeviceWeights> DeviceWeights::upload(KernelTable& kernels, Arch arch, c
   return out;
 }
 
-FfnDeviceWeights DeviceWeights::sparse() const { return {wg_.ptr(), wu_.ptr(), wd_t_.ptr(), layer_}; }
-
-DenseDeviceWeights DeviceWeights::dense() const {
-  return {layer_.gated ? w_gate_up_.ptr() : wu_.ptr(), wd_.ptr(), layer_};
+FfnDeviceWeights DeviceWeights::sparse() const {
+  const size_t bytes = size_t(layer_.d_ff) * layer_.d_model * 2;
+  const CUdeviceptr wg = layer_.gated ? gate_up_.ptr() : 0;
+  const CUdeviceptr wu = gate_up_.ptr() + (layer_.gated ? bytes : 0);
+  return {wg, wu, wd_t_.ptr(), layer_};
 }
+
+DenseDeviceWeights DeviceWeights::dense() const { return {gate_up_.ptr(), wd_.ptr(), layer_}; }
 
 }  // namespace ffnjit

@@ -1,5 +1,6 @@
-// A layer's weights on the device in the layouts the kernels read: Wg and Wu as
-// given, Wd transposed once (WdT), and optionally [Wg; Wu] stacked for the dense path.
+// A layer's weights on the device in the layouts the kernels read: [Wg; Wu] in one
+// allocation (the dense GEMM reads both at once), Wd transposed once (WdT), and Wd
+// itself when the dense path may run (with_dense).
 #pragma once
 
 #include <cstdint>
@@ -25,11 +26,12 @@ class DeviceWeights {
                                        bool with_dense);
   FfnDeviceWeights sparse() const;
   DenseDeviceWeights dense() const;  // needs with_dense
+  bool has_dense() const { return wd_.ptr() != 0; }
   const LayerShape& layer() const { return layer_; }
 
  private:
   LayerShape layer_;
-  DeviceBuffer wg_, wu_, wd_, wd_t_, w_gate_up_;
+  DeviceBuffer gate_up_, wd_, wd_t_;
 };
 
 }  // namespace ffnjit

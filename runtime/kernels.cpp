@@ -50,7 +50,19 @@ Expected<const LoadedKernel*> KernelTable::get(const KernelSpec& spec) {
   auto compiled = compile(*src);
   FFNJIT_TRY(compiled);
   ++compiles_;
+  if (hook_) hook_(spec, *compiled, *src);
   auto loaded = load_kernel(*compiled, spec);
+  FFNJIT_TRY(loaded);
+  const LoadedKernel* out = loaded->get();
+  table_.emplace(key, std::move(*loaded));
+  return out;
+}
+
+Expected<const LoadedKernel*> KernelTable::add(const KernelSpec& spec, const CompiledKernel& k) {
+  const std::string key = spec.canonical();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = table_.find(key); it != table_.end()) return it->second.get();
+  auto loaded = load_kernel(k, spec);
   FFNJIT_TRY(loaded);
   const LoadedKernel* out = loaded->get();
   table_.emplace(key, std::move(*loaded));

@@ -5,6 +5,7 @@
 #include <cuda.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,7 +38,15 @@ Status launch(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const voi
 // compiles at most once per spec for the life of the table.
 class KernelTable {
  public:
+  // Lookup -> render -> compile -> load (the compile happens once per spec).
   Expected<const LoadedKernel*> get(const KernelSpec& spec);
+  // Loads an already compiled kernel (from the cache or a tuner's compile pool) for
+  // `spec`; a spec already present is returned as is.
+  Expected<const LoadedKernel*> add(const KernelSpec& spec, const CompiledKernel& k);
+  // Hook called with every kernel this table compiles (e.g. to store it in the cache).
+  void on_compile(std::function<void(const KernelSpec&, const CompiledKernel&, const Source&)> hook) {
+    hook_ = std::move(hook);
+  }
   int compiles() const { return compiles_.load(); }
   ~KernelTable();
 
@@ -45,6 +54,7 @@ class KernelTable {
   std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<LoadedKernel>> table_;
   std::atomic<int> compiles_{0};
+  std::function<void(const KernelSpec&, const CompiledKernel&, const Source&)> hook_;
 };
 
 }  // namespace ffnjit

@@ -1,0 +1,112 @@
+// `ffnjit tune <checkpoint>`: pre-tune every FFN layer for the engine's batch buckets.
+#include <csignal>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "cache/location.hpp"
+#include "cli/args.hpp"
+#include "cli/commands.hpp"
+#include "tuner/plan.hpp"
+#include "tuner/tune.hpp"
+
+namespace ffnjit::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) {
+  if (g_stop.exchange(true)) std::_Exit(130);  // second Ctrl-C: stop now
+}
+
+void draw_progress(const TuneProgress& p) {
+  const int width = 30;
+  const int filled = p.total ? width * p.done / p.total : width;
+  const double eta = p.done ? p.elapsed_s / p.done * (p.total - p.done) : 0;
+  std::fprintf(stderr, "\r[%.*s%*s] %d/%d  %4.0fs elapsed  ETA %s  %-40.40s", filled,
+               "==============================", width - filled, "", p.done, p.total, p.elapsed_s,
+               p.done ? (std::to_string(int(eta)) + "s").c_str() : "?", p.current.c_str());
+  if (p.done == p.total) std::fprintf(stderr, "\n");
+}
+
+}  // namespace
+
+int cmd_tune(const Argv& argv) {
+  Args args("tune",
+            "Pre-tunes every FFN layer of a checkpoint for the batch buckets an engine uses: compiles the\n"
+            "candidate kernels in parallel, times them on the GPU, keeps only candidates whose output matches\n"
+            "the fp64 reference, falls back to dense where sparse does not win, and stores the compiled\n"
+            "kernels and winners in the cache. Resumable: rerun the same command after an interruption.");
+  args.positional("checkpoint", "directory with config.json and model.safetensors (or a sharded index)")
+      .option("profile", "FILE", "sparsity profile from `ffnjit profile` (per-layer capacity)")
+      .option("buckets", "LIST", "token buckets", std::string("1,2-4,5-16,17-64,65-256,257-1024,1025-4096,4097+"))
+      .option("budget", "SECONDS", "stop starting new entries after this long (0: no limit)", std::string("0"))
+      .option("shard", "I/N", "tune only entries i, i+n, ... (merge shards with `ffnjit cache merge`)",
+              std::string("0/1"))
+      .flag("compile-only", "no GPU: compile and store every default configuration, marked untimed")
+      .option("arch", "ARCH", "target for --compile-only (with a GPU: the GPU's)", std::string("sm_90a"))
+      .option("samples", "N", "timed samples per candidate (median kept)", std::string("9"))
+      .option("device", "N", "GPU ordinal", std::string("0"))
+      .option("cache", "PATH", "cache database (default: $FFNJIT_CACHE or $XDG_CACHE_HOME/ffnjit/cache.db)")
+      .flag("json", "print the summary as JSON on stdout");
+  if (auto s = args.parse(argv); !s) return report_error("tune", s.message(), 2);
+  if (args.help_requested()) return std::printf("%s", args.help().c_str()), 0;
+
+  TuneOptions o;
+  o.checkpoint = args.get("checkpoint");
+  o.profile = args.get("profile");
+  o.cache_path = cache::resolve_cache_path(args.get("cache"));
+  auto buckets = parse_buckets(args.get("buckets"));
+  if (!buckets) return report_error("tune", buckets.error().message, 2);
+  o.buckets = *buckets;
+  auto budget = args.get_int("budget", 0, 1 << 30), samples = args.get_int("samples", 3, 1000),
+       device = args.get_int("device", 0, 64);
+  for (auto* e : {&budget, &samples, &device})
+    if (!*e) return report_error("tune", e->error().message, 2);
+  o.budget_s = double(*budget), o.measure.samples = int(*samples), o.device = int(*device);
+  const std::string shard = args.get("shard");
+  if (std::sscanf(shard.c_str(), "%d/%d", &o.shard, &o.shards) != 2 || o.shards < 1 || o.shard < 0 ||
+      o.shard >= o.shards)
+    return report_error("tune", "--shard " + shard + " is not I/N with 0 <= I < N, e.g. --shard 0/2", 2);
+  o.compile_only = args.has("compile-only");
+  auto arch = parse_arch(args.get("arch"));
+  if (!arch) return report_error("tune", arch.error().message, 2);
+  o.compile_arch = *arch;
+  o.stop = &g_stop;
+  std::signal(SIGINT, on_sigint);
+
+  auto r = run_tune(o, draw_progress);
+  std::signal(SIGINT, SIG_DFL);
+  if (!r) return report_error("tune", r.error().message);
+
+  if (args.has("json")) {
+    nlohmann::json j = {{"checkpoint", o.checkpoint}, {"cache", o.cache_path}, {"entries", nlohmann::json::array()},
+                        {"entries_left", r->entries_left}, {"interrupted", r->interrupted}};
+    for (const auto& row : r->rows)
+      j["entries"].push_back({{"signature", row.signature}, {"layers", row.layers}, {"bucket", row.bucket},
+                              {"winner", row.winner}, {"winner_us", row.winner_us}, {"dense_us", row.dense_us},
+                              {"speedup", row.speedup()}, {"untimed", row.untimed}, {"resumed", row.resumed},
+                              {"candidates", row.candidates}, {"rejected", row.rejected}});
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%-26s %-12s %-10s %-52s %10s %10s %8s\n", "layer class", "layers", "bucket", "winner", "time_us",
+                "dense_us", "speedup");
+    for (const auto& row : r->rows) {
+      std::string t = row.untimed ? "untimed" : std::to_string(row.winner_us).substr(0, 8);
+      std::string d = row.untimed ? "-" : std::to_string(row.dense_us).substr(0, 8);
+      std::string s = row.untimed ? "-" : std::to_string(row.speedup()).substr(0, 4) + "x";
+      std::printf("%-26s %-12s %-10s %-52s %10s %10s %8s%s\n", row.signature.c_str(), row.layers.c_str(),
+                  row.bucket.c_str(), row.winner.c_str(), t.c_str(), d.c_str(), s.c_str(),
+                  row.resumed ? "  (from an earlier run)" : "");
+    }
+    std::printf("cache: %s\n", o.cache_path.c_str());
+  }
+  if (r->entries_left) {
+    std::fprintf(stderr, "ffnjit tune: %d of %d entries not tuned (%s); run the same command again to continue\n",
+                 r->entries_left, r->entries_planned, r->interrupted ? "interrupted" : "--budget reached");
+    return r->interrupted ? 130 : 0;
+  }
+  return 0;
+}
+
+}  // namespace ffnjit::cli

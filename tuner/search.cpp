@@ -1,0 +1,70 @@
+// The search space per kernel family, pruned by shape rules before anything compiles.
+#include "tuner/search.hpp"
+
+#include <algorithm>
+#include <set>
+
+namespace ffnjit {
+namespace {
+
+void add_unique(std::vector<KernelSpec>& out, std::set<std::string>& seen, const KernelSpec& s) {
+  if (s.validate() && seen.insert(s.canonical()).second) out.push_back(s);
+}
+
+}  // namespace
+
+std::vector<Sparsity> format_candidates(const Sparsity& planned, const BatchBucket& bucket, bool from_profile) {
+  std::vector<Sparsity> out = {planned};
+  if (from_profile) return out;  // the profile fixed the capacity for the planned width
+  if (bucket.max_tokens <= 64) out.push_back({64, 15});
+  if (bucket.max_tokens >= 1024) out.push_back({256, 63});
+  return out;
+}
+
+std::vector<KernelSpec> gate_candidates(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
+                                        const Sparsity& format) {
+  std::vector<KernelSpec> out;
+  std::set<std::string> seen;
+  const KernelSpec def = default_spec(Family::kGatePack, layer, arch, bucket, format);
+  add_unique(out, seen, def);
+  std::vector<int> bms;
+  if (bucket.max_tokens <= 16) bms = {16};
+  else if (bucket.max_tokens <= 64) bms = {16, 32, 64};
+  else if (bucket.max_tokens <= 256) bms = {64, 128};
+  else bms = {128, 256};
+  for (int bm : bms)
+    for (int bk : {32, 64})
+      for (int stages : {3, 4}) {
+        KernelSpec s = def;
+        s.tile.bm = bm, s.tile.bk = bk, s.tile.stages = arch == Arch::kSm89 ? 2 : stages;
+        s.tile.warps_m = bm >= 256 ? 4 : bm >= 32 ? 2 : 1;
+        s.tile.warps_n = std::min(4, format.tile_n / 16);
+        if (bm >= 256) s.tile.warps_n = std::min(2, s.tile.warps_n);
+        const int acc = (bm / s.tile.warps_m) * (format.tile_n / s.tile.warps_n) / 32;
+        s.tile.min_blocks = bm >= 128 && acc <= 64 ? 2 : 1;
+        add_unique(out, seen, s);
+      }
+  return out;
+}
+
+std::vector<KernelSpec> up_down_candidates(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
+                                           const Sparsity& format) {
+  std::vector<KernelSpec> out;
+  std::set<std::string> seen;
+  const KernelSpec def = default_spec(Family::kUpDown, layer, arch, bucket, format);
+  add_unique(out, seen, def);
+  std::vector<int> splits = {1};
+  const int tiles = def.n_tiles();
+  if (bucket.max_tokens <= 16) splits = {1, std::max(1, tiles / 4), std::max(1, tiles / 2), tiles};
+  else if (bucket.max_tokens <= 64) splits = {1, 2, 4};
+  for (int threads : {128, 256})
+    for (int split : splits)
+      for (int min_blocks : {threads == 128 ? 8 : 4, threads == 128 ? 4 : 2}) {
+        KernelSpec s = def;
+        s.tile.threads = threads, s.tile.splits = std::min(split, tiles), s.tile.min_blocks = min_blocks;
+        add_unique(out, seen, s);
+      }
+  return out;
+}
+
+}  // namespace ffnjit
