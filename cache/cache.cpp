@@ -90,7 +90,7 @@ struct FileState {
   bool fresh() const { return app_id == 0 && version == 0 && tables.empty(); }
 };
 
-Expected<FileState> inspect(sql::Db& db) {
+Expected<FileState> inspect_sql(sql::Db& db) {
   FileState s;
   auto app = db.query_int("PRAGMA application_id");
   if (!app) return app.error();
@@ -108,6 +108,15 @@ Expected<FileState> inspect(sql::Db& db) {
     if (!*row) break;
     s.tables.push_back(st->text(0));
   }
+  return s;
+}
+
+// Reports failures as "while reading its header" rather than naming our SQL.
+Expected<FileState> inspect(sql::Db& db) {
+  auto s = inspect_sql(db);
+  if (!s)
+    return sql::error_from(db.handle(), sqlite3_extended_errcode(db.handle()), db.path(),
+                           "reading its header");
   return s;
 }
 
@@ -289,19 +298,27 @@ Expected<Cache> Cache::open(const std::string& path, const OpenOptions& o) {
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   impl->read_only = o.read_only;
-  int flags = o.read_only ? SQLITE_OPEN_READONLY
-                          : SQLITE_OPEN_READWRITE | (exists ? 0 : SQLITE_OPEN_CREATE);
-  auto db = open_db(path, flags, o.read_only ? "mode=ro" : "");
+  // A SQLITE_OPEN_READONLY connection to a WAL database leaves -wal and -shm files
+  // behind. Where we could write and no -wal exists yet, read through a read-write
+  // connection in query_only mode instead: it cannot change the database, and as the
+  // last connection it removes the side files it made.
+  struct stat wal;
+  bool quiet_reader = o.read_only && ::stat((path + "-wal").c_str(), &wal) != 0 &&
+                      ::access(path.c_str(), W_OK) == 0 && ::access(dir.c_str(), W_OK | X_OK) == 0;
+  int flags = o.read_only && !quiet_reader
+                  ? SQLITE_OPEN_READONLY
+                  : SQLITE_OPEN_READWRITE | (exists ? 0 : SQLITE_OPEN_CREATE);
+  auto db = open_db(path, flags, o.read_only && !quiet_reader ? "mode=ro" : "");
   if (!db) return db.error();
   sqlite3_busy_timeout(db->handle(), o.busy_timeout_ms);
+  if (quiet_reader) FFNJIT_TRY(db->exec("PRAGMA query_only = 1"));
   if (!o.read_only && sqlite3_db_readonly(db->handle(), "main") == 1)
     return io_error(path + " is read-only; make it writable" + fix);
 
   auto state = inspect(*db);
-  if (!state && o.read_only) {
+  if (!state && o.read_only && !quiet_reader) {
     // A read-only location cannot hold the -shm file a WAL database needs; read the
     // file as immutable then, which is exact as long as no -wal file holds newer data.
-    struct stat wal;
     bool wal_pending = ::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0;
     int rc = sqlite3_errcode(db->handle());
     if (!wal_pending && (rc == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY)) {

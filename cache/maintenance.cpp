@@ -80,7 +80,13 @@ Status Cache::export_to(const std::string& dest) {
   auto vac = impl_->db.prepare("VACUUM INTO ?1");
   if (!vac) return vac.error();
   vac->bind(1, tmp);
-  if (Status s = vac->run(); !s) {
+  // query_only (see Cache::open) would refuse writing even the new file.
+  auto qo = impl_->db.query_int("PRAGMA query_only");
+  bool query_only = qo && *qo != 0;
+  if (query_only) FFNJIT_TRY(impl_->db.exec("PRAGMA query_only = 0"));
+  Status vacuumed = vac->run();
+  if (query_only) FFNJIT_TRY(impl_->db.exec("PRAGMA query_only = 1"));
+  if (Status s = vacuumed; !s) {
     ::unlink(tmp.c_str());
     return io_error("cannot export to " + dest + ": " + s.message());
   }

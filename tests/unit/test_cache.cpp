@@ -393,9 +393,21 @@ TEST_CASE("read-only opens create nothing and refuse writes") {
     REQUIRE_FALSE(s);
     CHECK(s.message().find("opened read-only") != std::string::npos);
   }
-  // SQLite may leave its (empty) -wal/-shm side files for a WAL database; the
-  // database file itself is never written.
   CHECK(slurp(path) == before);
+  CHECK_FALSE(fs::exists(path + "-wal"));
+  CHECK_FALSE(fs::exists(path + "-shm"));
+  {
+    // While a writer is active too.
+    Cache rw = open_ok(path);
+    Cache ro = open_ok(path, {.read_only = true});
+    REQUIRE(rw.put_binary(make_binary(0, 2)));
+    CHECK(ro.list_binaries()->size() == 2);
+    CHECK_FALSE(ro.put_binary(make_binary(0, 3)));
+    REQUIRE(ro.export_to(t.file("export.db")));
+    CHECK_FALSE(ro.put_binary(make_binary(0, 3)));  // still read-only after export
+  }
+  CHECK_FALSE(fs::exists(path + "-wal"));
+  CHECK_FALSE(fs::exists(path + "-shm"));
 
   // An empty file (e.g. from mktemp) is initialized for writing, refused for reading.
   std::string empty = t.file("empty.db");
