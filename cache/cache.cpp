@@ -40,14 +40,15 @@ Status migrate_v0_to_v1(sql::Db& db) {
       arch              TEXT NOT NULL,              -- sm_90a
       generator_version TEXT NOT NULL,
       nvrtc_version     TEXT NOT NULL,
-      cubin             BLOB NOT NULL CHECK (length(cubin) > 0),
-      ptx               TEXT NOT NULL,              -- '' when not kept
-      source            TEXT NOT NULL,
       spec              TEXT NOT NULL,              -- KernelSpec::canonical()
       resources         TEXT NOT NULL,              -- JSON object
       options           TEXT NOT NULL,              -- JSON array of NVRTC options
       compile_ms        REAL NOT NULL,
-      created_at        INTEGER NOT NULL            -- Unix milliseconds
+      created_at        INTEGER NOT NULL,           -- Unix milliseconds
+      -- Large columns last: listing the small ones then never reads their pages.
+      source            TEXT NOT NULL,
+      ptx               TEXT NOT NULL,              -- '' when not kept
+      cubin             BLOB NOT NULL CHECK (length(cubin) > 0)
     );
     CREATE INDEX binaries_by_name ON binaries (kernel_name);
     CREATE TABLE tuning (
@@ -62,11 +63,11 @@ Status migrate_v0_to_v1(sql::Db& db) {
       bucket_min        INTEGER NOT NULL CHECK (bucket_min >= 1),
       bucket_max        INTEGER NOT NULL CHECK (bucket_max >= bucket_min),
       winner            TEXT NOT NULL,              -- JSON object
-      candidates        TEXT NOT NULL,              -- JSON array
       dense_us          REAL,                       -- NULL when untimed
       winner_us         REAL,
       untimed           INTEGER NOT NULL,
       created_at        INTEGER NOT NULL,
+      candidates        TEXT NOT NULL,              -- JSON array (large: last)
       UNIQUE (gpu_name, arch, driver_version, nvrtc_version, generator_version, layer_signature,
               bucket_min, bucket_max)
     );
