@@ -13,7 +13,7 @@
 namespace ffnjit::cache {
 namespace {
 
-const char* const kUnusable = "; ffnjit does not overwrite files: remove it or pick another name";
+const char* const kNoOverwrite = "; ffnjit does not overwrite files: remove it or pick another name";
 
 // Rows copied per write transaction, and bytes: keeps each lock short.
 constexpr int kBatchRows = 256;
@@ -42,7 +42,7 @@ Status publish(const std::string& tmp, const std::string& dest) {
   int err = errno;
   if (err == EEXIST) {
     ::unlink(tmp.c_str());
-    return user_error(dest + " already exists" + kUnusable);
+    return user_error(dest + " already exists" + kNoOverwrite);
   }
   // File systems without hard links: check, then rename (a narrow race, documented).
   struct stat st;
@@ -73,7 +73,7 @@ constexpr int kTuningColumnCount = 16;
 
 Status Cache::export_to(const std::string& dest) {
   struct stat st;
-  if (::lstat(dest.c_str(), &st) == 0) return user_error(dest + " already exists" + kUnusable);
+  if (::lstat(dest.c_str(), &st) == 0) return user_error(dest + " already exists" + kNoOverwrite);
   const std::string tmp = temp_name(dest);
   // VACUUM INTO writes a compact, consistent snapshot from one read transaction,
   // with application_id and user_version: byte-identical rows, no other content.

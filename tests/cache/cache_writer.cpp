@@ -1,11 +1,13 @@
 // Test helper: one process writing deterministic records into a cache, for the
 // concurrency and crash tests (and to fill caches for the CLI tests).
-//   cache_writer DB WRITER FIRST COUNT [START_AT_MS]
+//   cache_writer DB WRITER FIRST COUNT [START_AT_MS [ready]]
 // writes binaries and tuning records FIRST .. FIRST+COUNT-1 of writer WRITER
 // (COUNT -1: forever, until killed), after sleeping until START_AT_MS (Unix ms).
+// With "ready", prints one byte to stdout once the cache is open.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "cache/cache.hpp"
@@ -29,6 +31,10 @@ int main(int argc, char** argv) {
   if (!cache) {
     std::fprintf(stderr, "cache_writer %d: %s\n", writer, cache.error().message.c_str());
     return 1;
+  }
+  if (argc > 6 && std::string(argv[6]) == "ready") {
+    std::fputc('R', stdout);
+    std::fflush(stdout);
   }
   for (long i = first; count < 0 || i < first + count; ++i) {
     // Every 16th cubin spans many pages, so a kill can land in the middle of one.

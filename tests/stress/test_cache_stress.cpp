@@ -31,14 +31,26 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-pid_t spawn(const std::vector<std::string>& args) {
+// Starts `args`; with `out_fd`, the child's stdout goes to a pipe read through it.
+pid_t spawn(const std::vector<std::string>& args, int* out_fd = nullptr) {
+  int fds[2] = {-1, -1};
+  if (out_fd && ::pipe(fds) != 0) return -1;
   pid_t pid = ::fork();
   if (pid == 0) {
+    if (out_fd) {
+      ::dup2(fds[1], 1);
+      ::close(fds[0]);
+      ::close(fds[1]);
+    }
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     ::execv(argv[0], argv.data());
     ::_exit(127);
+  }
+  if (out_fd) {
+    ::close(fds[1]);
+    *out_fd = fds[0];
   }
   return pid;
 }
@@ -117,18 +129,32 @@ TEST_CASE("writers killed with SIGKILL at random moments never leave a damaged c
   TempDir t;
   const std::string db = (t.path / "cache.db").string();
   std::mt19937 rng(20261124);
-  std::uniform_int_distribution<int> delay_us(0, 40000);
+  std::uniform_int_distribution<int> delay_us(0, 20000);
   size_t last_seen = 0;
   int grew = 0;
   for (int round = 0; round < 100; ++round) {
     INFO("round " << round);
     // Two writers at once, so kills also land while one waits for the other's lock.
+    // Most rounds wait until both have the cache open, so that kills land among
+    // writes however slow process start is (sanitizers); every 8th round kills
+    // early, during open and (in round 0) while the file is being created.
+    const bool early = round % 8 == 0;
     std::vector<pid_t> pids;
-    for (int k = 0; k < 2; ++k)
-      pids.push_back(spawn({FFNJIT_CACHE_WRITER, db, std::to_string(2 * round + k), "0", "-1"}));
-    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng)));
+    std::vector<int> ready;
+    for (int k = 0; k < 2; ++k) {
+      int fd = -1;
+      pids.push_back(spawn(
+          {FFNJIT_CACHE_WRITER, db, std::to_string(2 * round + k), "0", "-1", "0", "ready"}, &fd));
+      ready.push_back(fd);
+    }
+    for (int fd : ready) {
+      char byte;
+      if (!early) CHECK(::read(fd, &byte, 1) == 1);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng) / (early ? 4 : 1)));
     for (pid_t p : pids) ::kill(p, SIGKILL);
     for (pid_t p : pids) CHECK(wait_exit(p) == 128 + SIGKILL);
+    for (int fd : ready) ::close(fd);
     if (!fs::exists(db)) continue;  // killed before it was created
 
     auto c = Cache::open(db);  // as the next user would: recovers the WAL
