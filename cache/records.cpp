@@ -5,6 +5,10 @@
 
 namespace ffnjit::cache {
 
+std::string format_driver_version(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
 std::string TuningRecord::key() const {
   // Fields are NUL-separated so that no two different tuples hash the same text.
   Sha256 h;

@@ -17,10 +17,14 @@ namespace ffnjit::cache {
 struct ToolchainIdentity {
   std::string gpu_name;           // "NVIDIA H100 80GB HBM3"
   std::string arch;               // exact target incl. suffix: "sm_90a"
-  std::string driver_version;     // e.g. "580.65.06" or the CUDA driver version "13.0"
+  std::string driver_version;     // format_driver_version(cuDriverGetVersion()): "13.0"
   std::string nvrtc_version;      // "13.0"
   std::string generator_version;  // ffnjit::kGeneratorVersion
 };
+
+// The driver_version string for a cuDriverGetVersion() value: 13000 -> "13.0".
+// Everything that writes or looks up records formats it this way.
+std::string format_driver_version(int cuda_driver_version);
 
 // A compiled kernel, keyed by content (codegen's CompiledKernel::key: the hash of
 // source, templates, generator, NVRTC, arch and options). Never by a file path.

@@ -12,6 +12,7 @@
 #include "cli/commands.hpp"
 #include "codegen/compile.hpp"
 #include "codegen/version.hpp"
+#include "runtime/device.hpp"
 #include "runtime/driver.hpp"
 #include "support/strings.hpp"
 
@@ -84,33 +85,34 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
-// The toolchain this process would load records with. Fields the machine cannot
-// tell (no driver: GPU, arch, driver) stay empty, which matches any record.
-cache::ToolchainIdentity current_identity(std::string* note) {
+// The first GPU, if this machine has a driver and one; otherwise why not.
+struct Gpu {
+  std::optional<Device> device;
+  std::string why_not;
+};
+
+Gpu open_gpu() {
+  Gpu g;
+  auto d = Device::open(0);
+  if (d)
+    g.device.emplace(std::move(*d));
+  else
+    g.why_not = d.error().message;
+  return g;
+}
+
+// The toolchain this process would load records with. Without a GPU the GPU, arch
+// and driver fields stay empty, which matches any record.
+cache::ToolchainIdentity current_identity(const Gpu& gpu) {
   cache::ToolchainIdentity id;
   id.nvrtc_version = nvrtc_version();
   id.generator_version = kGeneratorVersion;
-  auto api = drv::api();
-  if (!api) {
-    *note = api.error().message;
-    return id;
+  if (gpu.device) {
+    const DeviceInfo& info = gpu.device->info();
+    id.gpu_name = info.name;
+    id.arch = info.arch;
+    id.driver_version = cache::format_driver_version(info.driver_version);
   }
-  const drv::Api* cu = *api;
-  CUdevice dev;
-  char name[256] = {0};
-  int major = 0, minor = 0, version = 0;
-  if (cu->cuDeviceGet(&dev, 0) != CUDA_SUCCESS ||
-      cu->cuDeviceGetName(name, sizeof name, dev) != CUDA_SUCCESS) {
-    *note = "the driver reports no usable GPU";
-    return id;
-  }
-  cu->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
-  cu->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev);
-  cu->cuDriverGetVersion(&version);
-  id.gpu_name = name;
-  // ffnjit targets the arch-specific variant on Hopper and later (sm_90a).
-  id.arch = "sm_" + std::to_string(major) + std::to_string(minor) + (major >= 9 ? "a" : "");
-  id.driver_version = std::to_string(version / 1000) + "." + std::to_string((version % 1000) / 10);
   return id;
 }
 
@@ -379,11 +381,11 @@ int cache_gc(const Argv& argv) {
   }
   auto c = open_cache(args, true);
   if (!c) return fail(c.error().message);
-  std::string note;
-  o.unusable_for = current_identity(&note);
-  if (!note.empty())
+  Gpu gpu = open_gpu();
+  o.unusable_for = current_identity(gpu);
+  if (!gpu.device)
     std::printf("GPU, arch and driver checks skipped (%s); records for other GPUs are kept\n",
-                note.c_str());
+                gpu.why_not.c_str());
   auto r = c->gc(o);
   if (!r) return fail(r.error().message);
   std::printf("removed %d binaries and %d tuning records from %s", r->binaries_removed,
@@ -397,48 +399,22 @@ int cache_gc(const Argv& argv) {
   return 0;
 }
 
-// Loads each cubin into the first GPU's primary context (cuModuleLoadData, then
-// looks up its symbol). Records for another arch are not applicable here.
-class DriverLoadCheck {
- public:
-  Status init() {
-    auto api = drv::api();
-    if (!api) return api.error();
-    const drv::Api* cu = cu_ = *api;
-    FFNJIT_CU(cuDeviceGet(&dev_, 0));
-    FFNJIT_CU(cuDevicePrimaryCtxRetain(&ctx_, dev_));
-    retained_ = true;
-    FFNJIT_CU(cuCtxSetCurrent(ctx_));
-    std::string ignored;
-    arch_ = current_identity(&ignored).arch;
-    return {};
-  }
-  ~DriverLoadCheck() {
-    if (retained_) cu_->cuDevicePrimaryCtxRelease(dev_);
-  }
-  const std::string& arch() const { return arch_; }
-
-  Expected<bool> operator()(const BinaryRecord& r) const {
-    if (r.arch != arch_) return false;
-    const drv::Api* cu = cu_;
-    CUmodule mod = nullptr;
-    FFNJIT_CU(cuModuleLoadData(&mod, r.cubin.data()));
-    CUfunction fn = nullptr;
-    CUresult found = cu->cuModuleGetFunction(&fn, mod, r.lowered_name.c_str());
-    cu->cuModuleUnload(mod);
-    if (found != CUDA_SUCCESS)
-      return Error{ErrorKind::kDriver, "the cubin has no symbol " + r.lowered_name + " (" +
-                                           drv::result_name(found) + ")"};
-    return true;
-  }
-
- private:
-  const drv::Api* cu_ = nullptr;
-  CUdevice dev_ = 0;
-  CUcontext ctx_ = nullptr;
-  bool retained_ = false;
-  std::string arch_;
-};
+// Loads each cubin into the GPU's primary context (cuModuleLoadData) and looks up
+// its symbol. Records for another arch cannot load here: not applicable.
+Expected<bool> load_check(const Device& dev, const BinaryRecord& r) {
+  if (r.arch != dev.info().arch) return false;
+  FFNJIT_TRY(dev.make_current());
+  const drv::Api* cu = dev.api();
+  CUmodule mod = nullptr;
+  FFNJIT_CU(cuModuleLoadData(&mod, r.cubin.data()));
+  CUfunction fn = nullptr;
+  CUresult found = cu->cuModuleGetFunction(&fn, mod, r.lowered_name.c_str());
+  cu->cuModuleUnload(mod);
+  if (found != CUDA_SUCCESS)
+    return Error{ErrorKind::kDriver, "the cubin has no symbol " + r.lowered_name + " (" +
+                                         drv::result_name(found) + ")"};
+  return true;
+}
 
 int cache_verify(const Argv& argv) {
   Args args("cache verify",
@@ -450,24 +426,26 @@ int cache_verify(const Argv& argv) {
   if (!c) return fail(c.error().message);
 
   cache::VerifyOptions o;
-  DriverLoadCheck loader;
-  Status driver = loader.init();
-  if (driver) o.load_check = std::cref(loader);
+  Gpu gpu = open_gpu();
+  if (gpu.device)
+    o.load_check = [&gpu](const BinaryRecord& r) { return load_check(*gpu.device, r); };
   auto r = c->verify(o);
   if (!r) return fail(r.error().message);
   std::printf("cache: %s\nintegrity_check: %s\nbinaries: %d\ntuning records: %d\n",
               c->path().c_str(), r->integrity.c_str(), r->binaries, r->tunings);
-  if (driver)
-    std::printf("cubins loaded: %d on %s (%d for other archs not loaded)\n", r->cubins_loaded,
-                loader.arch().c_str(), r->cubins_not_applicable);
+  if (gpu.device)
+    std::printf("cubins loaded: %d on %s (%s; %d for other archs not loaded)\n", r->cubins_loaded,
+                gpu.device->info().name.c_str(), gpu.device->info().arch.c_str(),
+                r->cubins_not_applicable);
   else
-    std::printf("cubin load check skipped: %s\n", driver.message().c_str());
+    std::printf("cubin load check skipped: %s\n", gpu.why_not.c_str());
   for (const auto& i : r->issues)
     std::printf("  %s %s %s: %s\n", i.kind.c_str(), short_key(i.key).c_str(), i.label.c_str(),
                 i.problem.c_str());
   if (r->integrity != "ok")
     return fail(c->path() + " fails SQLite's integrity check (" + r->integrity +
-                "); `ffnjit cache export` what is readable to a new file, or move it away");
+                "); ffnjit will not repair it: move it away and tune again, or try `sqlite3 " +
+                c->path() + " .recover`");
   if (!r->issues.empty())
     return fail(std::to_string(r->issues.size()) + " problem(s) with records in " + c->path() +
                 "; `ffnjit cache gc` drops damaged records");

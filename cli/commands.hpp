@@ -11,6 +11,7 @@ using Argv = std::vector<std::string>;
 
 int cmd_inspect(const Argv& args);
 int cmd_doctor(const Argv& args);
+int cmd_bench(const Argv& args);
 int cmd_cache(const Argv& args);
 
 // Shared reporting: one line "ffnjit <cmd>: error: <message>" on stderr.

@@ -19,7 +19,8 @@ void add_spec_options(Args& args) {
       .option("warps-n", "N", "gate_pack: warps along neurons")
       .option("stages", "N", "gate_pack: cp.async pipeline stages")
       .option("threads", "N", "up_down/reduce: threads per CTA")
-      .option("splits", "N", "up_down/reduce: CTAs per token");
+      .option("splits", "N", "up_down/reduce: CTAs per token")
+      .option("min-blocks", "N", "CTAs per SM promised to ptxas (caps registers)");
 }
 
 Expected<KernelSpec> spec_from_args(const Args& args) {
@@ -50,7 +51,7 @@ Expected<KernelSpec> spec_from_args(const Args& args) {
   } overrides[] = {{"bm", &spec.tile.bm},           {"bk", &spec.tile.bk},
                    {"warps-m", &spec.tile.warps_m}, {"warps-n", &spec.tile.warps_n},
                    {"stages", &spec.tile.stages},   {"threads", &spec.tile.threads},
-                   {"splits", &spec.tile.splits}};
+                   {"splits", &spec.tile.splits},           {"min-blocks", &spec.tile.min_blocks}};
   for (auto& o : overrides) {
     if (!args.has(o.flag)) continue;
     auto v = args.get_int(o.flag, 1, 1 << 16);

@@ -29,6 +29,8 @@ const char* family_name(Family f) {
     case Family::kGatePack: return "gate_pack";
     case Family::kUpDown: return "up_down";
     case Family::kReduce: return "reduce";
+    case Family::kTranspose: return "transpose";
+    case Family::kDenseAct: return "dense_act";
   }
   return "?";
 }
@@ -45,9 +47,9 @@ const char* arch_name(Arch a) {
 }
 
 Expected<Family> parse_family(const std::string& s) {
-  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce})
+  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce, Family::kTranspose, Family::kDenseAct})
     if (s == family_name(f)) return f;
-  return user_error("unknown kernel family '" + s + "'; use gate_pack, up_down or reduce");
+  return user_error("unknown kernel family '" + s + "'; use gate_pack, up_down, reduce, transpose or dense_act");
 }
 
 Expected<Arch> parse_arch(const std::string& s) {
@@ -83,6 +85,7 @@ Status KernelSpec::validate() const {
                       "] is empty or starts below 1 token");
   const auto& T = tile;
   const TileConfig def;
+  if (T.min_blocks < 1 || T.min_blocks > 8) return user_error("min_blocks=" + str(T.min_blocks) + " must be in [1, 8]");
   if (family == Family::kGatePack) {
     if (T.threads != def.threads || T.splits != def.splits)
       return user_error("gate_pack ignores threads/splits; leave them at their defaults");
@@ -114,6 +117,10 @@ Status KernelSpec::validate() const {
                         str(T.threads) + "; use more threads");
     if (T.splits < 1 || T.splits > n_tiles())
       return user_error("splits=" + str(T.splits) + " must be in [1, n_tiles=" + str(n_tiles()) + "]");
+    if ((family == Family::kTranspose || family == Family::kDenseAct) && T.splits != 1)
+      return user_error(std::string(family_name(family)) + " ignores splits; leave it at 1");
+    if (family == Family::kTranspose && T.threads != 256)
+      return user_error("transpose runs 256 threads (32x8); leave threads at 256");
   }
   if (dynamic_smem_bytes() > max_smem(arch))
     return user_error(std::string(kernel_name()) + " needs " + str(dynamic_smem_bytes()) +
@@ -147,6 +154,8 @@ std::string KernelSpec::kernel_name() const {
   std::string a = arch_name(arch);
   a.erase(std::remove(a.begin(), a.end(), '_'), a.end());  // sm_90a -> sm90a
   std::string n = std::string("ffnjit_") + family_name(family) + "_" + a + "_" + dtype_name(layer.dtype);
+  if (family == Family::kTranspose) return n;
+  if (family == Family::kDenseAct) return n + (layer.gated ? "_g" : "_ng") + "_n" + str(layer.d_ff) + "_t" + str(tile.threads);
   if (family != Family::kReduce) n += layer.gated ? "_g" : "_ng";
   n += "_k" + str(layer.d_model);
   if (family != Family::kReduce) n += "n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" +
@@ -156,17 +165,22 @@ std::string KernelSpec::kernel_name() const {
          str(tile.stages);
   else
     n += "_t" + str(tile.threads) + "p" + str(tile.splits);
+  if (tile.min_blocks != 1) n += "b" + str(tile.min_blocks);
   return n;
 }
 
 std::string KernelSpec::canonical() const {
   // Only what changes the generated code; the batch bucket selects but does not shape it.
   std::ostringstream o;
+  if (family == Family::kTranspose) {
+    o << "family=transpose;arch=" << arch_name(arch) << ";dtype=" << dtype_name(layer.dtype);
+    return o.str();
+  }
   o << "family=" << family_name(family) << ";arch=" << arch_name(arch) << ";dtype=" << dtype_name(layer.dtype)
     << ";d_model=" << layer.d_model << ";d_ff=" << layer.d_ff << ";gated=" << layer.gated
     << ";tile_n=" << sparsity.tile_n << ";capacity=" << sparsity.capacity << ";bm=" << tile.bm
     << ";bk=" << tile.bk << ";warps=" << tile.warps_m << "x" << tile.warps_n << ";stages=" << tile.stages
-    << ";threads=" << tile.threads << ";splits=" << tile.splits;
+    << ";threads=" << tile.threads << ";splits=" << tile.splits << ";min_blocks=" << tile.min_blocks;
   return o.str();
 }
 
@@ -179,13 +193,19 @@ KernelSpec default_spec(Family family, const LayerShape& layer, Arch arch, const
   s.bucket = bucket;
   s.sparsity = sparsity;
   if (family == Family::kGatePack) {
-    // Few tokens: short CTA tiles so the grid still covers the neurons; many: 128-row tiles.
+    // Few tokens: short CTA tiles so the grid still covers the neurons; many: 128-row
+    // tiles, bk 64, two CTAs per SM (measured best of 12 configs on H100, docs/kernels.md).
     if (bucket.max_tokens <= 16) s.tile.bm = 16, s.tile.warps_m = 1;
     else if (bucket.max_tokens <= 64) s.tile.bm = 64, s.tile.warps_m = 2;
     s.tile.warps_n = std::min(4, sparsity.tile_n / 16);
+    s.tile.bk = 64;
+    const int acc = (s.tile.bm / s.tile.warps_m) * (sparsity.tile_n / s.tile.warps_n) / 32;
+    s.tile.min_blocks = s.tile.bm >= 128 && acc <= 64 ? 2 : 1;  // 128 accumulators need > 128 registers
     if (arch == Arch::kSm89) s.tile.stages = 2;
-  } else {
+  } else if (family == Family::kUpDown || family == Family::kReduce) {
     s.tile.threads = layer.d_model / 8 > 256 * 4 ? 512 : 256;
+    // Four CTAs per SM caps registers at 64: more gathers in flight (1.8x on H100).
+    if (family == Family::kUpDown) s.tile.min_blocks = s.tile.threads == 512 ? 2 : 4;
     // Few tokens: split each token's tiles over CTAs so every SM has work.
     if (family == Family::kUpDown && bucket.max_tokens <= 16)
       s.tile.splits = std::min(s.n_tiles(), std::max(1, 128 / std::max(1, bucket.max_tokens)));

@@ -12,6 +12,8 @@ enum class Family {
   kGatePack,  // x·Wg^T (or x·Wu^T non-gated) on tensor cores, ReLU, TwELL packing fused
   kUpDown,    // from the packed gate: h = g ⊙ (x·Wu^T) on active neurons, out = h·Wd^T; exact overflow
   kReduce,    // sums the fp32 split partials of kUpDown into the bf16 output
+  kTranspose, // Wd -> WdT once at layer registration (shape-independent)
+  kDenseAct,  // dense baseline/fallback: h = relu(g) * u between two cuBLASLt GEMMs
 };
 
 enum class DType { kBF16 };
@@ -56,6 +58,8 @@ struct TileConfig {
   // up_down: threads per CTA and how many CTAs share one token (split over tiles).
   int threads = 256;
   int splits = 1;
+  // All families: CTAs per SM promised to ptxas (__launch_bounds__ second argument).
+  int min_blocks = 1;
 };
 
 struct KernelSpec {

@@ -18,7 +18,7 @@ std::string_view find_template(const std::string& path) {
 
 TemplateValues values_for(const KernelSpec& s) {
   auto i = [](int v) { return std::to_string(v); };
-  TemplateValues v = {{"KERNEL_NAME", s.kernel_name()}, {"THREADS", i(s.block_threads())}, {"D_MODEL", i(s.layer.d_model)}};
+  TemplateValues v = {{"KERNEL_NAME", s.kernel_name()}, {"THREADS", i(s.block_threads())}, {"MIN_BLOCKS", i(s.tile.min_blocks)}, {"D_MODEL", i(s.layer.d_model)}};
   switch (s.family) {
     case Family::kGatePack:
       v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},
@@ -31,6 +31,13 @@ TemplateValues values_for(const KernelSpec& s) {
       break;
     case Family::kReduce:
       v.insert({"SPLITS", i(s.tile.splits)});
+      break;
+    case Family::kTranspose:
+      v.erase("D_MODEL");
+      break;
+    case Family::kDenseAct:
+      v.erase("D_MODEL");
+      v.insert({{"D_FF", i(s.layer.d_ff)}, {"GATED", s.layer.gated ? "true" : "false"}});
       break;
   }
   return v;
@@ -53,7 +60,7 @@ std::span<const EmbeddedFile> device_headers() {
   static const std::vector<EmbeddedFile> headers = [] {
     std::vector<EmbeddedFile> h;
     for (const auto& f : embedded_templates())
-      if (f.path.ends_with(".cuh")) h.push_back(f);
+      if (f.path.ends_with(".cuh") || f.path.ends_with(".h")) h.push_back(f);
     return h;
   }();
   return headers;

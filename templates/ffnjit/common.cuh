@@ -2,12 +2,9 @@
 // Compiles under NVRTC (no system headers) and nvcc; sm_80 and later.
 #pragma once
 
-namespace ffnjit {
+#include "ffnjit/params.h"
 
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-typedef long long i64;
+namespace ffnjit {
 
 // bf16 stored as raw bits: avoids cuda_bf16.h, which costs NVRTC seconds per compile.
 __device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(u32(b) << 16); }

@@ -8,13 +8,6 @@
 
 namespace ffnjit {
 
-struct GatePackParams {
-  const u16* x;  // [tokens][d_model], bf16
-  const u16* w;  // [d_ff][d_model], bf16: Wg (gated) or Wu (non-gated)
-  TwellBuffers tw;
-  int tokens;
-};
-
 template <int D_MODEL, int D_FF, int TILE_N, int CAP, int BM, int BK, int WARPS_M, int WARPS_N, int STAGES>
 struct GatePackConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kBN = TILE_N, kCap = CAP, kBM = BM, kBK = BK;

@@ -6,12 +6,6 @@
 
 namespace ffnjit {
 
-struct ReduceParams {
-  const float* partial;  // [splits][tokens][d_model]
-  u16* out;              // [tokens][d_model]
-  int tokens;
-};
-
 template <int D_MODEL, int THREADS, int SPLITS>
 struct ReduceConfig {
   static constexpr int kModel = D_MODEL, kThreads = THREADS, kSplits = SPLITS;

@@ -6,13 +6,6 @@
 
 namespace ffnjit {
 
-// Pointers into the caller's workspace, laid out by the runtime (docs/twell.md).
-struct TwellBuffers {
-  u32* counts;    // [tokens][n_tiles]: active neurons in the tile (may exceed capacity)
-  u32* entries;   // [tokens][n_tiles][capacity]
-  u32* overflow;  // [1]: (token, tile) pairs whose count exceeded capacity, accumulated
-};
-
 __device__ __forceinline__ u32 twell_entry(u16 value_bf16, u32 local_index) {
   return (u32(value_bf16) << 16) | local_index;
 }

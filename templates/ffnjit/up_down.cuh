@@ -10,18 +10,6 @@
 
 namespace ffnjit {
 
-struct UpDownParams {
-  const u16* x;         // [tokens][d_model]
-  const u16* w_gate;    // [d_ff][d_model]: Wg (gated) or Wu (non-gated), for overflowed tiles
-  const u16* w_up;      // [d_ff][d_model]: Wu (gated; unused when non-gated)
-  const u16* w_down_t;  // [d_ff][d_model]: Wd transposed, so a neuron's down row is contiguous
-  const u32* counts;    // TwELL counts and entries from gate_pack
-  const u32* entries;
-  u16* out;             // [tokens][d_model] when splits == 1
-  float* partial;       // [splits][tokens][d_model] when splits > 1 (summed by reduce)
-  int tokens;
-};
-
 template <int D_MODEL, int D_FF, int TILE_N, int CAP, bool GATED, int THREADS, int SPLITS>
 struct UpDownConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kTileN = TILE_N, kCap = CAP;

@@ -271,6 +271,8 @@ TEST_CASE("records from another toolchain are skipped and reported, never loaded
 }
 
 TEST_CASE("skip report wording") {
+  CHECK(format_driver_version(13000) == "13.0");
+  CHECK(format_driver_version(12040) == "12.4");
   SkipReport r;
   CHECK(r.message().empty());
   for (int i = 0; i < 12; ++i) r.add(SkipReason::kNvrtc);

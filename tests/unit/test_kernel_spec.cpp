@@ -34,7 +34,7 @@ TEST_CASE("default specs validate for every family, arch and bucket") {
 
 TEST_CASE("names encode the spec and are unique") {
   KernelSpec s = gate();
-  CHECK(s.kernel_name() == "ffnjit_gate_pack_sm90a_bf16_g_k2048n5632_tn128c31_m128k32w2x4s3");
+  CHECK(s.kernel_name() == "ffnjit_gate_pack_sm90a_bf16_g_k2048n5632_tn128c31_m128k64w2x4s3b2");
   std::set<std::string> names;
   for (int bm : {32, 64, 128})
     for (int cap : {15, 31})

@@ -34,7 +34,8 @@ TEST_CASE("generated source is deterministic and starts with the banner") {
   CHECK(a->text.find("DO NOT EDIT") != std::string::npos);
   CHECK(a->text.find("spec hash: " + a->spec_hash) != std::string::npos);
   CHECK(a->text.find("template hash: " + templates_hash()) != std::string::npos);
-  CHECK(a->text.find("__global__ void __launch_bounds__(256, 1) " + s.kernel_name() + "(") != std::string::npos);
+  CHECK(a->text.find("__global__ void __launch_bounds__(256, " + std::to_string(s.tile.min_blocks) + ") " +
+                     s.kernel_name() + "(") != std::string::npos);
   CHECK(a->text.find("{{") == std::string::npos);
 }
 

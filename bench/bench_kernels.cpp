@@ -1,0 +1,104 @@
+// Developer benchmark: times the gate and up/down kernels separately for several
+// tile configurations, to see where a sparse forward spends its time. Not a test.
+// usage: bench_kernels [tokens] [k]
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "model/synthetic.hpp"
+#include "runtime/layer_weights.hpp"
+#include "tuner/measure.hpp"
+
+using namespace ffnjit;
+
+namespace {
+
+void die(const std::string& m) {
+  std::fprintf(stderr, "bench_kernels: %s\n", m.c_str());
+  std::exit(1);
+}
+template <class T>
+T must(Expected<T> e) {
+  if (!e) die(e.error().message);
+  return std::move(*e);
+}
+void must(Status s) {
+  if (!s) die(s.message());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int m = argc > 1 ? std::atoi(argv[1]) : 8192;
+  const int k = argc > 2 ? std::atoi(argv[2]) : 29;
+  const LayerShape shape{2048, 5632, true, DType::kBF16};
+  Device dev = must(Device::open(0));
+  const Arch arch = must(parse_arch(dev.info().arch));
+  CUstream stream;
+  dev.api()->cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING);
+  KernelTable kernels;
+  auto layer = synth::make_layer(shape.d_model, shape.d_ff, true, double(k) / shape.d_ff, 7);
+  auto w = must(LayerWeights::upload(kernels, arch, {layer.wg.data(), layer.wu.data(), layer.wd.data(), shape}, stream,
+                                     false));
+  auto xh = synth::make_inputs(m, shape.d_model, 1);
+  auto x = must(DeviceBuffer::alloc(xh.size() * 2));
+  must(x.upload(xh.data(), xh.size() * 2));
+  auto out = must(DeviceBuffer::alloc(xh.size() * 2));
+  const double gate_flops = 2.0 * m * shape.d_ff * shape.d_model;
+
+  struct G {
+    int tile_n, cap, bm, bk, wm, wn, stages, min_blocks;
+  };
+  const std::vector<G> gates = {
+      {128, 31, 128, 32, 2, 4, 3, 1}, {128, 31, 128, 32, 2, 4, 3, 2}, {128, 31, 128, 64, 2, 4, 3, 2},
+      {128, 31, 128, 32, 2, 4, 4, 2}, {128, 31, 128, 64, 2, 4, 4, 1}, {128, 31, 256, 32, 4, 2, 3, 1},
+      {128, 31, 128, 64, 2, 2, 3, 2}, {256, 63, 128, 32, 2, 4, 3, 1}, {256, 63, 128, 64, 2, 4, 3, 1},
+      {256, 63, 128, 64, 2, 4, 4, 1}, {128, 31, 64, 64, 2, 2, 4, 3},  {64, 15, 128, 64, 4, 2, 4, 2},
+  };
+  std::printf("tokens %d, k %d, d_model 2048, d_ff 5632 on %s\n", m, k, dev.info().name.c_str());
+  std::printf("%-70s %9s %8s %5s\n", "gate kernel", "us", "TFLOP/s", "regs");
+  for (const G& g : gates) {
+    SparseFfnConfig cfg = default_sparse_config(shape, arch, m, Sparsity{g.tile_n, g.cap});
+    cfg.gate.tile.bm = g.bm, cfg.gate.tile.bk = g.bk, cfg.gate.tile.warps_m = g.wm, cfg.gate.tile.warps_n = g.wn;
+    cfg.gate.tile.stages = g.stages, cfg.gate.tile.min_blocks = g.min_blocks;
+    if (Status s = cfg.validate(); !s) {
+      std::printf("%-70s invalid: %s\n", cfg.gate.kernel_name().c_str(), s.message().c_str());
+      continue;
+    }
+    auto ws = must(DeviceBuffer::alloc(sparse_workspace_bytes(cfg, m)));
+    auto t = measure_graph(dev, stream, [&](CUstream s) {
+      return sparse_ffn_gate(kernels, cfg, w.sparse(), x.ptr(), m, ws.ptr(), s);
+    });
+    if (!t) die(t.error().message);
+    auto lk = must(kernels.get(cfg.gate));
+    std::printf("%-70s %9.1f %8.1f %5d\n", cfg.gate.kernel_name().c_str(), t->median_us,
+                gate_flops / t->median_us * 1e-6, lk->resources.registers);
+  }
+
+  struct U {
+    int threads, splits, min_blocks;
+  };
+  const std::vector<U> ups = {{256, 1, 1}, {256, 1, 2}, {256, 1, 4}, {128, 1, 4}, {128, 1, 8}, {512, 1, 2}};
+  std::printf("%-70s %9s %8s %5s\n", "up_down kernel", "us", "GB/s*", "regs");
+  for (const U& u : ups) {
+    SparseFfnConfig cfg = default_sparse_config(shape, arch, m);
+    cfg.up_down.tile.threads = cfg.reduce.tile.threads = u.threads;
+    cfg.up_down.tile.splits = cfg.reduce.tile.splits = u.splits;
+    cfg.up_down.tile.min_blocks = u.min_blocks;
+    if (Status s = cfg.validate(); !s) {
+      std::printf("%-70s invalid: %s\n", cfg.up_down.kernel_name().c_str(), s.message().c_str());
+      continue;
+    }
+    auto ws = must(DeviceBuffer::alloc(sparse_workspace_bytes(cfg, m)));
+    must(sparse_ffn_gate(kernels, cfg, w.sparse(), x.ptr(), m, ws.ptr(), stream));
+    auto t = measure_graph(dev, stream, [&](CUstream s) {
+      return sparse_ffn_up_down(kernels, cfg, w.sparse(), x.ptr(), out.ptr(), m, ws.ptr(), s);
+    });
+    if (!t) die(t.error().message);
+    auto lk = must(kernels.get(cfg.up_down));
+    const double bytes = double(m) * k * shape.d_model * 2 * 2;  // Wu row + WdT row per active neuron
+    std::printf("%-70s %9.1f %8.0f %5d\n", cfg.up_down.kernel_name().c_str(), t->median_us, bytes / t->median_us * 1e-3,
+                lk->resources.registers);
+  }
+  return 0;
+}

@@ -1,0 +1,117 @@
+/* ffnjit C API: sparse FFN kernels for host inference engines.
+ *
+ * Conventions (the SQLite/cuBLASLt style):
+ * - Every function returns an ffnjit_status; on failure, ffnjit_last_error()
+ *   returns a message for the calling thread that names the fix. It stays valid
+ *   until the next ffnjit call on that thread.
+ * - Handles are opaque. Destroying NULL is a no-op.
+ * - All device pointers are plain CUDA device pointers (cudaMalloc / cuMemAlloc /
+ *   torch tensors) on the context's device; streams are CUstream / cudaStream_t.
+ * - Thread safety is stated per function. Unless stated, distinct handles may be
+ *   used from distinct threads at the same time.
+ */
+#ifndef FFNJIT_FFNJIT_H_
+#define FFNJIT_FFNJIT_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FFNJIT_VERSION_MAJOR 0
+#define FFNJIT_VERSION_MINOR 1
+#define FFNJIT_VERSION_PATCH 0
+/* major * 10000 + minor * 100 + patch, as ffnjit_version() returns it. */
+#define FFNJIT_VERSION (FFNJIT_VERSION_MAJOR * 10000 + FFNJIT_VERSION_MINOR * 100 + FFNJIT_VERSION_PATCH)
+
+typedef enum ffnjit_status {
+  FFNJIT_STATUS_OK = 0,
+  FFNJIT_STATUS_INVALID_ARGUMENT = 1, /* the caller passed something wrong */
+  FFNJIT_STATUS_UNSUPPORTED = 2,      /* valid, but this build/device cannot serve it */
+  FFNJIT_STATUS_NOT_FOUND = 3,        /* a file, record or kernel that does not exist (e.g. cache-only miss) */
+  FFNJIT_STATUS_IO_ERROR = 4,         /* file system or cache database trouble */
+  FFNJIT_STATUS_COMPILE_ERROR = 5,    /* NVRTC rejected generated code (a bug: please report) */
+  FFNJIT_STATUS_DRIVER_ERROR = 6,     /* a CUDA driver call failed */
+  FFNJIT_STATUS_INTERNAL_ERROR = 7    /* a bug in ffnjit */
+} ffnjit_status;
+
+/* The library's version, FFNJIT_VERSION format. Thread-safe. */
+int ffnjit_version(void);
+
+/* Message of the calling thread's last failure ("" if none). Thread-safe. */
+const char* ffnjit_last_error(void);
+
+/* Name of a status ("FFNJIT_STATUS_INVALID_ARGUMENT"). Thread-safe. */
+const char* ffnjit_status_name(ffnjit_status status);
+
+typedef struct ffnjit_context ffnjit_context;
+typedef struct ffnjit_layer ffnjit_layer;
+
+/* What to do when no compiled kernel for a layer and batch bucket is cached. */
+typedef enum ffnjit_miss_policy {
+  FFNJIT_COMPILE_ON_MISS = 0, /* compile the default configuration (once per process) */
+  FFNJIT_CACHE_ONLY = 1       /* fail with FFNJIT_STATUS_NOT_FOUND instead */
+} ffnjit_miss_policy;
+
+typedef struct ffnjit_context_options {
+  int device;                     /* CUDA device ordinal */
+  const char* cache_path;         /* NULL: $FFNJIT_CACHE, else $XDG_CACHE_HOME/ffnjit/cache.db */
+  ffnjit_miss_policy miss_policy;
+  int count_sparsity;             /* nonzero: keep per-layer serving counters (a small extra pass) */
+} ffnjit_context_options;
+
+/* Fills `options` with the defaults (device 0, default cache, compile on miss, no counters). */
+void ffnjit_context_options_init(ffnjit_context_options* options);
+
+/* Creates a context on options->device (retains its primary context, shared with
+ * the CUDA runtime and frameworks). Thread-safe. */
+ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnjit_context** out);
+
+/* Destroys a context; its layers must be destroyed first. NULL is a no-op. Not
+ * concurrent with other calls on the same context. */
+void ffnjit_context_destroy(ffnjit_context* ctx);
+
+typedef enum ffnjit_dtype { FFNJIT_BF16 = 0 } ffnjit_dtype;
+
+typedef struct ffnjit_layer_desc {
+  int d_model;             /* hidden size, multiple of 8 */
+  int d_ff;                /* FFN size, multiple of 8 */
+  int gated;               /* nonzero: (relu(x Wg^T) * x Wu^T) Wd^T; zero: relu(x Wu^T) Wd^T */
+  ffnjit_dtype dtype;
+  const void* gate_proj;   /* Wg [d_ff][d_model] (Hugging Face gate_proj.weight); NULL when not gated */
+  const void* up_proj;     /* Wu [d_ff][d_model] */
+  const void* down_proj;   /* Wd [d_model][d_ff] */
+  const char* layer_id;    /* identity for the cache: checkpoint fingerprint + layer index */
+  int tile_n;              /* TwELL tile width (0: default 128) */
+  int capacity;            /* TwELL entries per (token, tile) (0: default 31) */
+} ffnjit_layer_desc;
+
+/* Registers a layer: validates the description, copies the weights into the
+ * layouts the kernels read (device memory owned by the layer), and resolves
+ * nothing else yet. The caller's weight buffers may be freed afterwards.
+ * Thread-safe with respect to other layers of the same context. */
+ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc* desc, ffnjit_layer** out);
+
+/* Destroys a layer and its device memory. NULL is a no-op. */
+void ffnjit_layer_destroy(ffnjit_layer* layer);
+
+/* Bytes of device workspace ffnjit_ffn_forward needs for `tokens` tokens (256-byte
+ * aligned pointers). Thread-safe. */
+ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tokens, size_t* bytes);
+
+/* out[tokens][d_model] = FFN(x[tokens][d_model]), both bf16 device pointers
+ * (16-byte aligned), enqueued on `stream`. Zero tokens is a valid call that does
+ * nothing. Never allocates or synchronizes, so it can be captured in a CUDA graph;
+ * the first call for a batch bucket looks the kernel up (and may compile, see
+ * ffnjit_miss_policy), later calls do not touch the cache. Calls on the same layer
+ * may come from several threads. */
+ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, int64_t tokens, void* workspace,
+                                 size_t workspace_bytes, void* stream);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FFNJIT_FFNJIT_H_ */

@@ -1,0 +1,292 @@
+// The C ABI (include/ffnjit/ffnjit.h) over the runtime: contexts, layers, forward.
+#include "ffnjit/ffnjit.h"
+
+#include <atomic>
+#include <climits>
+#include <mutex>
+#include <string>
+
+#include "cache/location.hpp"
+#include "runtime/buckets.hpp"
+#include "runtime/layer_weights.hpp"
+
+namespace {
+
+using namespace ffnjit;
+
+thread_local std::string g_last_error;
+
+ffnjit_status to_status(ErrorKind k) {
+  switch (k) {
+    case ErrorKind::kInvalidArgument: return FFNJIT_STATUS_INVALID_ARGUMENT;
+    case ErrorKind::kUnsupported: return FFNJIT_STATUS_UNSUPPORTED;
+    case ErrorKind::kNotFound: return FFNJIT_STATUS_NOT_FOUND;
+    case ErrorKind::kIo: return FFNJIT_STATUS_IO_ERROR;
+    case ErrorKind::kCompile: return FFNJIT_STATUS_COMPILE_ERROR;
+    case ErrorKind::kDriver: return FFNJIT_STATUS_DRIVER_ERROR;
+    case ErrorKind::kInternal: return FFNJIT_STATUS_INTERNAL_ERROR;
+  }
+  return FFNJIT_STATUS_INTERNAL_ERROR;
+}
+
+ffnjit_status fail(const Error& e) {
+  g_last_error = e.message;
+  return to_status(e.kind);
+}
+ffnjit_status fail(const Status& s) { return fail(s.error()); }
+ffnjit_status invalid(std::string msg) { return fail(user_error(std::move(msg))); }
+ffnjit_status ok() {
+  g_last_error.clear();
+  return FFNJIT_STATUS_OK;
+}
+
+constexpr uint32_t kContextMagic = 0x46464e43;  // 'FFNC'
+constexpr uint32_t kLayerMagic = 0x46464e4c;    // 'FFNL'
+
+// Which device a pointer lives on, or -1 when it is not device memory.
+int pointer_device(const drv::Api* cu, const void* p) {
+  int ordinal = -1;
+  if (cu->cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, CUdeviceptr(p)) != CUDA_SUCCESS)
+    return -1;
+  return ordinal;
+}
+
+}  // namespace
+
+struct ffnjit_context {
+  uint32_t magic = kContextMagic;
+  std::unique_ptr<Device> device;
+  KernelTable kernels;
+  Arch arch = Arch::kSm90a;
+  ffnjit_context_options options{};
+  std::string cache_path;
+  std::atomic<int> live_layers{0};
+};
+
+struct ffnjit_layer {
+  uint32_t magic = kLayerMagic;
+  ffnjit_context* ctx = nullptr;
+  std::string id;
+  LayerShape shape;
+  Sparsity sparsity;
+  LayerWeights weights;
+  // One resolved config per bucket; published once under `mu`, then read lock-free.
+  struct Resolved {
+    SparseFfnConfig cfg;
+    SparseFfnKernels kernels;
+  };
+  std::mutex mu;
+  std::atomic<const Resolved*> resolved[16] = {};
+  std::unique_ptr<Resolved> owned[16];
+};
+
+namespace {
+
+Status check_context(const ffnjit_context* ctx) {
+  if (!ctx) return user_error("context is NULL; create one with ffnjit_context_create");
+  if (ctx->magic != kContextMagic) return user_error("context handle is invalid or already destroyed");
+  return {};
+}
+
+Status check_layer(const ffnjit_layer* layer) {
+  if (!layer) return user_error("layer is NULL; register one with ffnjit_layer_register");
+  if (layer->magic != kLayerMagic) return user_error("layer handle is invalid or already destroyed");
+  return {};
+}
+
+// First use of a bucket: pick the kernels (default config; tuned configs come from
+// the cache once it is wired in) and load them. Later calls read the atomic.
+Expected<const ffnjit_layer::Resolved*> resolve(ffnjit_layer* layer, int bucket) {
+  if (const auto* r = layer->resolved[bucket].load(std::memory_order_acquire)) return r;
+  std::lock_guard<std::mutex> lock(layer->mu);
+  if (const auto* r = layer->resolved[bucket].load(std::memory_order_acquire)) return r;
+  ffnjit_context* ctx = layer->ctx;
+  auto r = std::make_unique<ffnjit_layer::Resolved>();
+  r->cfg = default_sparse_config(layer->shape, ctx->arch, default_buckets()[bucket], layer->sparsity);
+  if (ctx->options.miss_policy == FFNJIT_CACHE_ONLY)
+    return not_found("no cached kernel for layer '" + layer->id + "' at " +
+                     std::to_string(default_buckets()[bucket].min_tokens) + "-" +
+                     std::to_string(default_buckets()[bucket].max_tokens) +
+                     " tokens; run `ffnjit tune` for this checkpoint or use FFNJIT_COMPILE_ON_MISS");
+  FFNJIT_TRY(ctx->device->make_current());
+  auto k = resolve_kernels(ctx->kernels, r->cfg);
+  FFNJIT_TRY(k);
+  r->kernels = *k;
+  layer->owned[bucket] = std::move(r);
+  layer->resolved[bucket].store(layer->owned[bucket].get(), std::memory_order_release);
+  return layer->owned[bucket].get();
+}
+
+Expected<int> bucket_for(long long tokens) {
+  const int b = bucket_index(default_buckets(), tokens);
+  if (b < 0) return user_error("tokens=" + std::to_string(tokens) + " is outside every batch bucket");
+  return b;
+}
+
+}  // namespace
+
+extern "C" {
+
+int ffnjit_version(void) { return FFNJIT_VERSION; }
+
+const char* ffnjit_last_error(void) { return g_last_error.c_str(); }
+
+const char* ffnjit_status_name(ffnjit_status s) {
+  switch (s) {
+    case FFNJIT_STATUS_OK: return "FFNJIT_STATUS_OK";
+    case FFNJIT_STATUS_INVALID_ARGUMENT: return "FFNJIT_STATUS_INVALID_ARGUMENT";
+    case FFNJIT_STATUS_UNSUPPORTED: return "FFNJIT_STATUS_UNSUPPORTED";
+    case FFNJIT_STATUS_NOT_FOUND: return "FFNJIT_STATUS_NOT_FOUND";
+    case FFNJIT_STATUS_IO_ERROR: return "FFNJIT_STATUS_IO_ERROR";
+    case FFNJIT_STATUS_COMPILE_ERROR: return "FFNJIT_STATUS_COMPILE_ERROR";
+    case FFNJIT_STATUS_DRIVER_ERROR: return "FFNJIT_STATUS_DRIVER_ERROR";
+    case FFNJIT_STATUS_INTERNAL_ERROR: return "FFNJIT_STATUS_INTERNAL_ERROR";
+  }
+  return "FFNJIT_STATUS_UNKNOWN";
+}
+
+void ffnjit_context_options_init(ffnjit_context_options* o) {
+  if (!o) return;
+  o->device = 0;
+  o->cache_path = nullptr;
+  o->miss_policy = FFNJIT_COMPILE_ON_MISS;
+  o->count_sparsity = 0;
+}
+
+ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnjit_context** out) {
+  if (!out) return invalid("out is NULL; pass the address of an ffnjit_context* to receive the context");
+  *out = nullptr;
+  ffnjit_context_options o;
+  ffnjit_context_options_init(&o);
+  if (options) o = *options;
+  if (o.miss_policy != FFNJIT_COMPILE_ON_MISS && o.miss_policy != FFNJIT_CACHE_ONLY)
+    return invalid("options->miss_policy=" + std::to_string(int(o.miss_policy)) +
+                   " is not FFNJIT_COMPILE_ON_MISS or FFNJIT_CACHE_ONLY");
+  auto dev = Device::open(o.device);
+  if (!dev) return fail(dev.error());
+  auto arch = parse_arch(dev->info().arch);
+  if (!arch) return fail(arch.error());
+  auto ctx = std::make_unique<ffnjit_context>();
+  ctx->device = std::make_unique<Device>(std::move(*dev));
+  ctx->arch = *arch;
+  ctx->options = o;
+  ctx->cache_path = cache::resolve_cache_path(o.cache_path ? o.cache_path : "");
+  ctx->options.cache_path = nullptr;  // the caller's string may not outlive the call
+  *out = ctx.release();
+  return ok();
+}
+
+void ffnjit_context_destroy(ffnjit_context* ctx) {
+  if (!ctx || ctx->magic != kContextMagic) return;
+  ctx->magic = 0;
+  delete ctx;
+}
+
+ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc* d, ffnjit_layer** out) {
+  if (Status s = check_context(ctx); !s) return fail(s);
+  if (!out) return invalid("out is NULL; pass the address of an ffnjit_layer* to receive the layer");
+  *out = nullptr;
+  if (!d) return invalid("desc is NULL; describe the layer in an ffnjit_layer_desc");
+  if (d->dtype != FFNJIT_BF16) return invalid("dtype " + std::to_string(int(d->dtype)) + " is not FFNJIT_BF16");
+  if (!d->up_proj || !d->down_proj || (d->gated && !d->gate_proj))
+    return invalid(std::string(!d->up_proj ? "up_proj" : !d->down_proj ? "down_proj" : "gate_proj") +
+                   " is NULL; pass the device pointer of that weight");
+  if (!d->gated && d->gate_proj)
+    return invalid("gate_proj is set for a non-gated layer; set gated=1 or pass gate_proj=NULL");
+  KernelSpec probe = default_spec(Family::kGatePack, {d->d_model, d->d_ff, d->gated != 0}, ctx->arch, {1, 1},
+                                  Sparsity{d->tile_n ? d->tile_n : 128, d->capacity ? d->capacity : 31});
+  if (Status s = probe.validate(); !s) return fail(s);
+  const drv::Api* cu = ctx->device->api();
+  for (const void* p : {d->gate_proj, d->up_proj, d->down_proj}) {
+    if (!p) continue;
+    if (reinterpret_cast<uintptr_t>(p) % 16) return invalid("weight pointers must be 16-byte aligned");
+    const int dev = pointer_device(cu, p);
+    if (dev != ctx->options.device)
+      return invalid(dev < 0 ? "a weight pointer is not CUDA device memory; pass device pointers"
+                             : "a weight pointer is on device " + std::to_string(dev) + ", the context on device " +
+                                   std::to_string(ctx->options.device));
+  }
+  if (Status s = ctx->device->make_current(); !s) return fail(s);
+  // Copy device -> host -> device through LayerWeights: registration is rare and
+  // this keeps one upload path; the caller's buffers are free to go afterwards.
+  const size_t bytes = size_t(d->d_ff) * d->d_model * 2;
+  std::vector<uint16_t> wg(d->gated ? bytes / 2 : 0), wu(bytes / 2), wd(bytes / 2);
+  if (d->gated && cu->cuMemcpyDtoH(wg.data(), CUdeviceptr(d->gate_proj), bytes) != CUDA_SUCCESS)
+    return invalid("gate_proj could not be read; it must hold d_ff*d_model bf16 values");
+  if (cu->cuMemcpyDtoH(wu.data(), CUdeviceptr(d->up_proj), bytes) != CUDA_SUCCESS)
+    return invalid("up_proj could not be read; it must hold d_ff*d_model bf16 values");
+  if (cu->cuMemcpyDtoH(wd.data(), CUdeviceptr(d->down_proj), bytes) != CUDA_SUCCESS)
+    return invalid("down_proj could not be read; it must hold d_model*d_ff bf16 values");
+  auto layer = std::make_unique<ffnjit_layer>();
+  layer->ctx = ctx;
+  layer->id = d->layer_id ? d->layer_id : "";
+  layer->shape = probe.layer;
+  layer->sparsity = probe.sparsity;
+  HostFfnWeights hw{d->gated ? wg.data() : nullptr, wu.data(), wd.data(), layer->shape};
+  auto w = LayerWeights::upload(ctx->kernels, ctx->arch, hw, nullptr, /*with_dense=*/false);
+  if (!w) return fail(w.error());
+  layer->weights = std::move(*w);
+  ++ctx->live_layers;
+  *out = layer.release();
+  return ok();
+}
+
+void ffnjit_layer_destroy(ffnjit_layer* layer) {
+  if (!layer || layer->magic != kLayerMagic) return;
+  layer->magic = 0;
+  --layer->ctx->live_layers;
+  delete layer;
+}
+
+ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tokens, size_t* bytes) {
+  if (Status s = check_layer(layer); !s) return fail(s);
+  if (!bytes) return invalid("bytes is NULL; pass the address of a size_t");
+  if (tokens < 0) return invalid("tokens=" + std::to_string(tokens) + " is negative");
+  if (tokens > INT_MAX) return invalid("tokens=" + std::to_string(tokens) + " exceeds 2^31-1; split the batch");
+  if (tokens == 0) {
+    *bytes = 0;
+    return ok();
+  }
+  auto b = bucket_for(tokens);
+  if (!b) return fail(b.error());
+  auto r = resolve(const_cast<ffnjit_layer*>(layer), *b);
+  if (!r) return fail(r.error());
+  *bytes = sparse_workspace_bytes((*r)->cfg, int(tokens));
+  return ok();
+}
+
+ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, int64_t tokens, void* workspace,
+                                 size_t workspace_bytes, void* stream) {
+  if (Status s = check_layer(layer); !s) return fail(s);
+  if (tokens < 0) return invalid("tokens=" + std::to_string(tokens) + " is negative");
+  if (tokens == 0) return ok();
+  if (tokens > INT_MAX) return invalid("tokens=" + std::to_string(tokens) + " exceeds 2^31-1; split the batch");
+  if (!x || !out) return invalid(std::string(!x ? "x" : "out") + " is NULL; pass a device pointer");
+  if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(out)) % 16)
+    return invalid(std::string(reinterpret_cast<uintptr_t>(x) % 16 ? "x" : "out") +
+                   " is not 16-byte aligned; allocate it with cudaMalloc or align the offset");
+  ffnjit_context* ctx = layer->ctx;
+  const int b = bucket_index(default_buckets(), tokens);
+  auto r = resolve(layer, b);
+  if (!r) return fail(r.error());
+  const size_t need = sparse_workspace_bytes((*r)->cfg, int(tokens));
+  if (workspace_bytes < need || (need && !workspace))
+    return invalid("workspace of " + std::to_string(workspace_bytes) + " bytes is too small: " + std::to_string(tokens) +
+                   " tokens need " + std::to_string(need) + "; ask ffnjit_layer_workspace_size");
+  if (reinterpret_cast<uintptr_t>(workspace) % 256) return invalid("workspace is not 256-byte aligned");
+  const drv::Api* cu = ctx->device->api();
+  CUcontext current = nullptr;
+  if (cu->cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx->device->context())
+    if (Status s = ctx->device->make_current(); !s) return fail(s);
+  const int dev_x = pointer_device(cu, x), dev_out = pointer_device(cu, out);
+  if (dev_x != ctx->options.device || dev_out != ctx->options.device)
+    return invalid(std::string(dev_x != ctx->options.device ? "x" : "out") +
+                   ((dev_x < 0 || dev_out < 0) ? " is not CUDA device memory" : " is on another device than the layer") +
+                   "; pass device pointers on device " + std::to_string(ctx->options.device));
+  Status s = sparse_ffn_forward((*r)->kernels, (*r)->cfg, layer->weights.sparse(), CUdeviceptr(x), CUdeviceptr(out),
+                                int(tokens), CUdeviceptr(workspace), static_cast<CUstream>(stream));
+  if (!s) return fail(s);
+  return FFNJIT_STATUS_OK;
+}
+
+}  // extern "C"

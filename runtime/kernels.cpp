@@ -1,0 +1,66 @@
+// Stage 3 of the pipeline: CompiledKernel -> LoadedKernel, and the in-process table.
+#include "runtime/kernels.hpp"
+
+namespace ffnjit {
+
+Expected<std::unique_ptr<LoadedKernel>> load_kernel(const CompiledKernel& k, const KernelSpec& spec) {
+  auto api = drv::api();
+  FFNJIT_TRY(api);
+  const drv::Api* cu = *api;
+  auto lk = std::make_unique<LoadedKernel>();
+  lk->spec = spec;
+  lk->name = k.kernel_name;
+  lk->threads = spec.block_threads();
+  lk->dynamic_smem = spec.dynamic_smem_bytes();
+  lk->resources = k.resources;
+  FFNJIT_CU(cuModuleLoadData(&lk->module, k.cubin.data()));
+  CUresult r = cu->cuModuleGetFunction(&lk->function, lk->module, k.lowered_name.c_str());
+  if (r != CUDA_SUCCESS) {
+    cu->cuModuleUnload(lk->module);
+    return drv::driver_error("cuModuleGetFunction", r);
+  }
+  if (lk->dynamic_smem > 48 * 1024) {
+    r = cu->cuFuncSetAttribute(lk->function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, lk->dynamic_smem);
+    if (r != CUDA_SUCCESS) {
+      cu->cuModuleUnload(lk->module);
+      return drv::driver_error("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)", r);
+    }
+  }
+  return lk;
+}
+
+Status launch(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const void* params, CUstream stream,
+              unsigned block_x, unsigned block_y) {
+  if (grid_x == 0 || grid_y == 0) return {};
+  auto api = drv::api();
+  FFNJIT_TRY(api);
+  const drv::Api* cu = *api;
+  void* args[] = {const_cast<void*>(params)};
+  FFNJIT_CU(cuLaunchKernel(k.function, grid_x, grid_y, 1, block_x ? block_x : unsigned(k.threads), block_y, 1,
+                           unsigned(k.dynamic_smem), stream, args, nullptr));
+  return {};
+}
+
+Expected<const LoadedKernel*> KernelTable::get(const KernelSpec& spec) {
+  const std::string key = spec.canonical();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = table_.find(key); it != table_.end()) return it->second.get();
+  auto src = generate_source(spec);
+  FFNJIT_TRY(src);
+  auto compiled = compile(*src);
+  FFNJIT_TRY(compiled);
+  ++compiles_;
+  auto loaded = load_kernel(*compiled, spec);
+  FFNJIT_TRY(loaded);
+  const LoadedKernel* out = loaded->get();
+  table_.emplace(key, std::move(*loaded));
+  return out;
+}
+
+KernelTable::~KernelTable() {
+  auto api = drv::api();
+  if (!api) return;
+  for (auto& [key, k] : table_) (*api)->cuModuleUnload(k->module);
+}
+
+}  // namespace ffnjit

@@ -1,0 +1,50 @@
+// Stage 3 of the pipeline: CompiledKernel -> LoadedKernel, and the in-process table
+// that serves kernels by spec (lookup -> render -> compile -> load).
+#pragma once
+
+#include <cuda.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "codegen/compile.hpp"
+#include "codegen/kernel_spec.hpp"
+#include "runtime/device.hpp"
+
+namespace ffnjit {
+
+struct LoadedKernel {
+  KernelSpec spec;
+  std::string name;
+  CUmodule module = nullptr;
+  CUfunction function = nullptr;
+  int threads = 0;
+  int dynamic_smem = 0;
+  ResourceReport resources;
+};
+
+// Loads a cubin into the current context and prepares the launch attributes.
+Expected<std::unique_ptr<LoadedKernel>> load_kernel(const CompiledKernel& k, const KernelSpec& spec);
+
+// Launches `k` with its single by-value parameter struct on `stream`.
+Status launch(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const void* params, CUstream stream,
+              unsigned block_x = 0, unsigned block_y = 1);
+
+// Kernels for one device context, keyed by the spec's canonical text. Thread-safe;
+// compiles at most once per spec for the life of the table.
+class KernelTable {
+ public:
+  Expected<const LoadedKernel*> get(const KernelSpec& spec);
+  int compiles() const { return compiles_.load(); }
+  ~KernelTable();
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, std::unique_ptr<LoadedKernel>> table_;
+  std::atomic<int> compiles_{0};
+};
+
+}  // namespace ffnjit

@@ -1,0 +1,68 @@
+// The sparse FFN forward: gate_pack -> up_down (-> reduce) on the caller's stream.
+// No allocation and no synchronization, so a forward can be captured in a CUDA graph.
+#pragma once
+
+#include <cuda.h>
+
+#include "codegen/kernel_spec.hpp"
+#include "runtime/kernels.hpp"
+
+namespace ffnjit {
+
+// Device weights of one layer as the kernels read them. w_down_t is Wd transposed
+// ([d_ff][d_model]), prepared once at registration (see prepare_down_transposed).
+struct FfnDeviceWeights {
+  CUdeviceptr w_gate = 0;    // Wg [d_ff][d_model] (unused when non-gated)
+  CUdeviceptr w_up = 0;      // Wu [d_ff][d_model]
+  CUdeviceptr w_down_t = 0;  // WdT [d_ff][d_model]
+  LayerShape layer;
+};
+
+// The kernels of one sparse forward: all three share layer, arch and sparsity.
+struct SparseFfnConfig {
+  KernelSpec gate, up_down, reduce;
+  Status validate() const;
+};
+
+// The untuned default for a token count or a bucket (docs/kernels.md explains the heuristic).
+SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int tokens, const Sparsity& sparsity = {});
+SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
+                                      const Sparsity& sparsity = {});
+
+// Workspace for `tokens` tokens: TwELL counts and entries, the overflow counter and
+// the split partials; 256-byte aligned pieces.
+size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens);
+
+// Where the overflow counter lives inside the workspace (a uint32: (token, tile)
+// pairs that exceeded capacity during the last forward).
+size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens);
+
+// The loaded kernels of a config, resolved once so a forward does no lookups.
+struct SparseFfnKernels {
+  const LoadedKernel* gate = nullptr;
+  const LoadedKernel* up_down = nullptr;
+  const LoadedKernel* reduce = nullptr;  // null unless split
+};
+Expected<SparseFfnKernels> resolve_kernels(KernelTable& kernels, const SparseFfnConfig& cfg);
+
+// out[tokens][d_model] = FFN(x[tokens][d_model]) with resolved kernels: the hot path.
+Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
+
+// out[tokens][d_model] = FFN(x[tokens][d_model]). Enqueues only; `workspace` must
+// hold sparse_workspace_bytes(cfg, tokens).
+Status sparse_ffn_forward(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
+
+// The two halves of sparse_ffn_forward, for benchmarks that time them separately:
+// the gate (writes the TwELL workspace) and up/down (+ reduce) reading it.
+Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
+                       int tokens, CUdeviceptr workspace, CUstream stream);
+Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
+                          CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
+
+// WdT = Wd^T on the device ([d_model][d_ff] -> [d_ff][d_model]).
+Status transpose_down(KernelTable& kernels, Arch arch, CUdeviceptr wd, CUdeviceptr wd_t, int d_model, int d_ff,
+                      CUstream stream);
+
+}  // namespace ffnjit

@@ -1,0 +1,57 @@
+// Kernel parameter structs, shared verbatim by the device templates and the host
+// launch code (plain C++: compiles under NVRTC, nvcc and g++), so the two sides
+// cannot disagree on layout.
+#pragma once
+
+namespace ffnjit {
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+// TwELL buffers in the caller's workspace (docs/twell.md).
+struct TwellBuffers {
+  u32* counts;    // [tokens][n_tiles]: active neurons in the tile (may exceed capacity)
+  u32* entries;   // [tokens][n_tiles][capacity]: bf16 value << 16 | index in tile
+  u32* overflow;  // [1]: (token, tile) pairs whose count exceeded capacity
+};
+
+struct GatePackParams {
+  const u16* x;  // [tokens][d_model], bf16
+  const u16* w;  // [d_ff][d_model], bf16: Wg (gated) or Wu (non-gated)
+  TwellBuffers tw;
+  int tokens;
+};
+
+struct UpDownParams {
+  const u16* x;         // [tokens][d_model]
+  const u16* w_gate;    // [d_ff][d_model]: Wg (gated) or Wu (non-gated), for overflowed tiles
+  const u16* w_up;      // [d_ff][d_model]: Wu (gated; unused when non-gated)
+  const u16* w_down_t;  // [d_ff][d_model]: Wd transposed, so a neuron's down row is contiguous
+  const u32* counts;    // TwELL counts and entries from gate_pack
+  const u32* entries;
+  u16* out;             // [tokens][d_model] when splits == 1
+  float* partial;       // [splits][tokens][d_model] when splits > 1 (summed by reduce)
+  int tokens;
+};
+
+struct ReduceParams {
+  const float* partial;  // [splits][tokens][d_model]
+  u16* out;              // [tokens][d_model]
+  int tokens;
+};
+
+struct TransposeParams {
+  const u16* in;  // [rows][cols]
+  u16* out;       // [cols][rows]
+  int rows, cols;
+};
+
+struct DenseActParams {
+  const u16* gu;  // gated: [tokens][2 * d_ff] = [x Wg^T | x Wu^T]; non-gated: [tokens][d_ff]
+  u16* h;         // [tokens][d_ff]
+  i64 tokens;
+};
+
+}  // namespace ffnjit

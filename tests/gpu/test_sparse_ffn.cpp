@@ -1,0 +1,178 @@
+// gpu tier: the sparse FFN kernels against the fp64 CPU reference, with poisoned
+// outputs and workspace, at awkward token counts, shapes and adversarial sparsity.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <limits>
+
+#include "support/bf16.hpp"
+#include "tests/gpu/gpu_harness.hpp"
+
+using namespace ffnjit;
+using namespace ffnjit::test;
+
+namespace {
+
+Gpu* need_gpu() {
+  std::string why;
+  Gpu* g = gpu(&why);
+  if (!g) std::printf("[SKIP] no GPU: %s\n", why.c_str());
+  return g;
+}
+
+struct Shape {
+  int d_model, d_ff;
+  bool gated;
+};
+const Shape kMain{2048, 5632, true};
+const Shape kShapes[] = {{2048, 5632, true}, {4096, 14336, true}, {2048, 1408, true}, {512, 1536, true},
+                         {768, 3072, false}};
+
+// One uploaded layer at a time: building and uploading the big shapes dominates.
+DeviceLayer& layer_for(Gpu& g, const Shape& s, double fraction, uint64_t seed = 1) {
+  static std::unique_ptr<DeviceLayer> cached;
+  static std::string key;
+  const std::string k = std::to_string(s.d_model) + "x" + std::to_string(s.d_ff) + (s.gated ? "g" : "n") + "@" +
+                        std::to_string(fraction) + "#" + std::to_string(seed);
+  if (key != k) {
+    cached.reset();
+    cached = upload_layer(g, synth::make_layer(s.d_model, s.d_ff, s.gated, fraction, seed));
+    key = k;
+  }
+  return *cached;
+}
+
+void check_case(Gpu& g, const Shape& s, double fraction, int tokens, const synth::InputOptions& in = {},
+                const Sparsity& sp = {}) {
+  DeviceLayer& L = layer_for(g, s, fraction);
+  auto cfg = default_sparse_config({s.d_model, s.d_ff, s.gated}, g.arch, tokens, sp);
+  auto x = synth::make_inputs(tokens, s.d_model, uint64_t(tokens) * 7919 + s.d_ff, in);
+  CaseResult r = run_sparse_case(g, L, cfg, x, tokens);
+  INFO(s.d_model << "x" << s.d_ff << (s.gated ? " gated" : " non-gated") << " active=" << fraction
+                 << " tokens=" << tokens << " " << cfg.gate.kernel_name() << " " << cfg.up_down.kernel_name() << ": "
+                 << r.describe());
+  CHECK(r.ok());
+}
+
+}  // namespace
+
+TEST_CASE("gpu: every token count on the SparseLM-1.5B shape at 0.5% activity") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  for (int m : {1, 2, 3, 16, 100, 128, 255, 256, 257, 1000, 2048, 8192, 65536}) check_case(*g, kMain, 0.005, m);
+}
+
+TEST_CASE("gpu: every shape at awkward token counts") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  for (const Shape& s : kShapes)
+    for (int m : {1, 3, 16, 255, 257, 2048}) check_case(*g, s, 0.005, m);
+  check_case(*g, kShapes[1], 0.005, 8192);
+}
+
+TEST_CASE("gpu: sparsity from all-zero to fully dense") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  for (const Shape& s : {kShapes[0], kShapes[2], kShapes[4]})
+    for (double f : {0.0, 0.005, 0.01, 0.05, 0.5, 1.0})
+      for (int m : {1, 255, 1000}) check_case(*g, s, f, m);
+}
+
+TEST_CASE("gpu: heavy tokens overflow capacity and stay exact") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  synth::InputOptions heavy;
+  heavy.heavy_fraction = 0.2;
+  heavy.heavy_scale = 3.0f;  // ~20% of neurons fire on a heavy token: most tiles overflow
+  for (const Shape& s : {kShapes[0], kShapes[4]})
+    for (int m : {3, 257, 2048}) check_case(*g, s, 0.005, m, heavy);
+  // Tiny capacity: nearly every active tile overflows.
+  for (int m : {1, 100}) check_case(*g, kMain, 0.01, m, {}, Sparsity{128, 1});
+}
+
+TEST_CASE("gpu: a tile where every neuron fires") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  for (const Shape& s : {kShapes[0], kShapes[4]}) {
+    DeviceLayer& base = layer_for(*g, s, 0.005, 99);
+    synth::Layer host = base.host;
+    synth::force_active(host, 128, 128);  // tile 1 (tile_n 128) fully active
+    auto L = upload_layer(*g, std::move(host));
+    for (int m : {1, 257}) {
+      auto cfg = default_sparse_config({s.d_model, s.d_ff, s.gated}, g->arch, m);
+      auto x = synth::make_inputs(m, s.d_model, 4242 + m);
+      CaseResult r = run_sparse_case(*g, *L, cfg, x, m);
+      INFO("tokens=" << m << " " << r.describe());
+      CHECK(r.ok());
+      CHECK(r.overflow >= uint32_t(m));  // tile 1 overflows for every token
+    }
+  }
+}
+
+TEST_CASE("gpu: NaN and Inf in the input propagate as in the dense computation") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  for (const Shape& s : {kShapes[0], kShapes[4]}) {
+    DeviceLayer& L = layer_for(*g, s, 0.005);
+    for (int m : {3, 257}) {
+      auto x = synth::make_inputs(m, s.d_model, 77 + m);
+      x[size_t(1) * s.d_model + 5] = float_to_bf16(std::numeric_limits<float>::quiet_NaN());
+      x[size_t(m - 1) * s.d_model + 9] = float_to_bf16(std::numeric_limits<float>::infinity());
+      auto cfg = default_sparse_config({s.d_model, s.d_ff, s.gated}, g->arch, m);
+      CaseResult r = run_sparse_case(*g, L, cfg, x, m, {1, m - 1});
+      INFO("tokens=" << m << " " << r.describe());
+      CHECK(r.ok());
+    }
+  }
+}
+
+TEST_CASE("gpu: tile shapes, capacities and splits the tuner can pick") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  const int m = 257;
+  DeviceLayer& L = layer_for(*g, kMain, 0.01);
+  auto x = synth::make_inputs(m, kMain.d_model, 31337);
+  const LayerShape shape{kMain.d_model, kMain.d_ff, true};
+  for (int tile_n : {32, 64, 128, 256})
+    for (int cap : {1, tile_n / 8 - 1, tile_n})
+      for (int bm : {16, 64, 128})
+        for (int bk : {32, 64})
+          for (int splits : {1, 4}) {
+            auto cfg = default_sparse_config(shape, g->arch, m, Sparsity{tile_n, std::max(1, cap)});
+            cfg.gate.tile.bm = bm;
+            cfg.gate.tile.warps_m = bm >= 32 ? 2 : 1;
+            cfg.gate.tile.warps_n = std::min(4, tile_n / 16);
+            cfg.gate.tile.bk = bk;
+            cfg.gate.tile.stages = bk == 64 ? 3 : 4;
+            cfg.up_down.tile.splits = cfg.reduce.tile.splits = splits;
+            if (!cfg.validate()) continue;
+            CaseResult r = run_sparse_case(*g, L, cfg, x, m);
+            INFO(cfg.gate.kernel_name() << " " << cfg.up_down.kernel_name() << ": " << r.describe());
+            CHECK(r.ok());
+          }
+}
+
+TEST_CASE("gpu: the cuBLASLt dense baseline matches the reference") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  for (const Shape& s : {kShapes[0], kShapes[4]})
+    for (int m : {1, 257, 2048}) {
+      DeviceLayer& L = layer_for(*g, s, 0.005);
+      auto x = synth::make_inputs(m, s.d_model, 555 + m);
+      CaseResult r = run_dense_case(*g, L, x, m);
+      INFO(s.d_model << "x" << s.d_ff << " tokens=" << m << " " << r.describe());
+      CHECK(r.ok());
+    }
+}
+
+// Small and representative, for compute-sanitizer (memcheck, racecheck) in scripts/gpu-check.sh.
+TEST_CASE("gpu sanitize: representative kernels", "[sanitize]") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  synth::InputOptions heavy;
+  heavy.heavy_fraction = 0.3;
+  heavy.heavy_scale = 3.0f;
+  for (const Shape& s : {Shape{512, 1536, true}, Shape{768, 3072, false}})
+    for (int m : {1, 3, 257}) check_case(*g, s, 0.01, m, heavy);
+  check_case(*g, Shape{512, 1536, true}, 1.0, 3);
+}
