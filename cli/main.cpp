@@ -19,6 +19,7 @@ const Command kCommands[] = {
     {"inspect", ffnjit::cli::cmd_inspect, "print generated CUDA, PTX or the resource report"},
     {"bench", ffnjit::cli::cmd_bench, "time ffnjit's sparse FFN against the dense cuBLASLt FFN (GPU)"},
     {"doctor", ffnjit::cli::cmd_doctor, "report toolkit, NVRTC, driver, GPUs and cache location"},
+    {"cache", ffnjit::cli::cmd_cache, "list, show, export, import, merge, gc and verify the kernel cache"},
 };
 
 void print_usage(FILE* out) {

@@ -1,0 +1,353 @@
+// Cache maintenance: export to a portable file, merge/import, gc, verify.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "cache/cache.hpp"
+#include "cache/impl.hpp"
+
+namespace ffnjit::cache {
+namespace {
+
+const char* const kNoOverwrite = "; ffnjit does not overwrite files: remove it or pick another name";
+
+// Rows copied per write transaction, and bytes: keeps each lock short.
+constexpr int kBatchRows = 256;
+constexpr size_t kBatchBytes = size_t(32) << 20;
+
+std::string temp_name(const std::string& dest) {
+  std::random_device rd;
+  return dest + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(rd() % 1000000);
+}
+
+Status fsync_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return io_error("cannot reopen " + path + ": " + std::strerror(errno));
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return io_error("cannot sync " + path + ": " + std::strerror(errno));
+  return {};
+}
+
+// Moves `tmp` to `dest` unless `dest` exists (never replaces a file).
+Status publish(const std::string& tmp, const std::string& dest) {
+  if (::link(tmp.c_str(), dest.c_str()) == 0) {
+    ::unlink(tmp.c_str());
+    return {};
+  }
+  int err = errno;
+  if (err == EEXIST) {
+    ::unlink(tmp.c_str());
+    return user_error(dest + " already exists" + kNoOverwrite);
+  }
+  // File systems without hard links: check, then rename (a narrow race, documented).
+  struct stat st;
+  if ((err == EPERM || err == ENOTSUP || err == EOPNOTSUPP) && ::stat(dest.c_str(), &st) != 0 &&
+      ::rename(tmp.c_str(), dest.c_str()) == 0)
+    return {};
+  ::unlink(tmp.c_str());
+  return io_error("cannot create " + dest + ": " + std::strerror(err) +
+                  "; check that its directory exists and is writable");
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+std::string placeholders(int n) {
+  std::string s;
+  for (int i = 1; i <= n; ++i) s += (i > 1 ? ", ?" : "?") + std::to_string(i);
+  return s;
+}
+
+constexpr int kBinaryColumnCount = 14;
+constexpr int kTuningColumnCount = 16;
+
+}  // namespace
+
+Status Cache::export_to(const std::string& dest) {
+  struct stat st;
+  if (::lstat(dest.c_str(), &st) == 0) return user_error(dest + " already exists" + kNoOverwrite);
+  const std::string tmp = temp_name(dest);
+  // VACUUM INTO writes a compact, consistent snapshot from one read transaction,
+  // with application_id and user_version: byte-identical rows, no other content.
+  auto vac = impl_->db.prepare("VACUUM INTO ?1");
+  if (!vac) return vac.error();
+  vac->bind(1, tmp);
+  // query_only (see Cache::open) would refuse writing even the new file.
+  auto qo = impl_->db.query_int("PRAGMA query_only");
+  bool query_only = qo && *qo != 0;
+  if (query_only) FFNJIT_TRY(impl_->db.exec("PRAGMA query_only = 0"));
+  Status vacuumed = vac->run();
+  if (query_only) FFNJIT_TRY(impl_->db.exec("PRAGMA query_only = 1"));
+  if (Status s = vacuumed; !s) {
+    ::unlink(tmp.c_str());
+    return io_error("cannot export to " + dest + ": " + s.message());
+  }
+  {
+    // A shipped file must be self-contained and readable from read-only media: no WAL.
+    auto out = open_db(tmp, SQLITE_OPEN_READWRITE);
+    Status s = out ? out->exec("PRAGMA journal_mode = DELETE") : Status(out.error());
+    if (!s) {
+      ::unlink(tmp.c_str());
+      return s;
+    }
+  }
+  if (Status s = fsync_file(tmp); !s) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  return publish(tmp, dest);
+}
+
+Expected<MergeReport> Cache::merge_from(const std::string& other) {
+  if (impl_->read_only)
+    return user_error(impl_->path +
+                      " was opened read-only; open it without read_only to merge into it");
+  if (same_file(other, impl_->path))
+    return user_error("cannot merge " + other + " into itself; pass another cache file");
+  // Read-only: the other file is never changed. Its schema version is at most ours
+  // (open refuses newer ones); when a v2 exists, copy older files to a temporary
+  // file and migrate that copy before reading it.
+  auto src = Cache::open(other, {.read_only = true, .create_if_missing = false});
+  if (!src) return src.error();
+  sql::Db& in = src->impl_->db;
+  sql::Db& out = impl_->db;
+  MergeReport rep;
+
+  // Binaries: content-addressed, so a present key already holds these bytes.
+  {
+    auto sel = in.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries ORDER BY key");
+    if (!sel) return sel.error();
+    auto ins = out.prepare(std::string("INSERT INTO binaries (") + kBinaryColumns + ") VALUES (" +
+                           placeholders(kBinaryColumnCount) + ") ON CONFLICT (key) DO NOTHING");
+    if (!ins) return ins.error();
+    bool done = false;
+    while (!done) {
+      auto txn = sql::WriteTxn::begin(out);
+      if (!txn) return txn.error();
+      size_t bytes = 0;
+      for (int n = 0; n < kBatchRows && bytes < kBatchBytes; ++n) {
+        auto row = sel->step();
+        if (!row) return row.error();
+        if (!*row) {
+          done = true;
+          break;
+        }
+        auto r = binary_from_row(*sel);
+        if (!r || !problems(*r).empty()) {
+          ++rep.damaged_skipped;
+          continue;
+        }
+        bytes += r->cubin.size() + r->ptx.size() + r->source.size();
+        for (int c = 0; c < kBinaryColumnCount; ++c) ins->bind_copy(c + 1, *sel, c);
+        FFNJIT_TRY(ins->run());
+        (sqlite3_changes(out.handle()) ? rep.binaries_added : rep.binaries_present)++;
+        ins->reset();
+      }
+      FFNJIT_TRY(txn->commit());
+    }
+  }
+
+  // Tuning records: the newer measurement wins; ties keep what is here.
+  {
+    auto sel = in.prepare(std::string("SELECT ") + kTuningColumns + " FROM tuning ORDER BY key");
+    if (!sel) return sel.error();
+    auto have = out.prepare("SELECT created_at FROM tuning WHERE key = ?1");
+    if (!have) return have.error();
+    auto ins = out.prepare(
+        std::string("INSERT INTO tuning (") + kTuningColumns + ") VALUES (" +
+        placeholders(kTuningColumnCount) +
+        ") ON CONFLICT (key) DO UPDATE SET ffnjit_version = excluded.ffnjit_version, "
+        "winner = excluded.winner, candidates = excluded.candidates, dense_us = excluded.dense_us, "
+        "winner_us = excluded.winner_us, untimed = excluded.untimed, created_at = "
+        "excluded.created_at "
+        "WHERE excluded.created_at > tuning.created_at");
+    if (!ins) return ins.error();
+    bool done = false;
+    while (!done) {
+      auto txn = sql::WriteTxn::begin(out);
+      if (!txn) return txn.error();
+      for (int n = 0; n < kBatchRows; ++n) {
+        auto row = sel->step();
+        if (!row) return row.error();
+        if (!*row) {
+          done = true;
+          break;
+        }
+        auto r = tuning_from_row(*sel);
+        if (!r || !problems(*r).empty() || r->key() != sel->text(0)) {
+          ++rep.damaged_skipped;
+          continue;
+        }
+        have->bind(1, sel->text(0));
+        auto existing = have->step();
+        if (!existing) return existing.error();
+        std::optional<int64_t> present;
+        if (*existing) present = have->i64(0);
+        have->reset();
+        for (int c = 0; c < kTuningColumnCount; ++c) ins->bind_copy(c + 1, *sel, c);
+        FFNJIT_TRY(ins->run());
+        ins->reset();
+        if (!present)
+          ++rep.tunings_added;
+        else if (r->created_at_ms > *present)
+          ++rep.tunings_replaced;
+        else
+          ++rep.tunings_kept;
+      }
+      FFNJIT_TRY(txn->commit());
+    }
+  }
+  return rep;
+}
+
+Expected<GcReport> Cache::gc(const GcOptions& o) {
+  if (impl_->read_only) return user_error(impl_->path + " was opened read-only; gc needs to write");
+  GcReport rep;
+  const int64_t now = o.now_ms ? o.now_ms : now_ms();
+  const int64_t cutoff = o.older_than_days ? now - *o.older_than_days * 86400000LL : INT64_MIN;
+  sql::Db& db = impl_->db;
+
+  // Decide first (reading), then delete in short write transactions. Damaged records
+  // are always dropped: no toolchain can use them.
+  auto decide = [&](const std::optional<SkipReason>& unusable, int64_t created) {
+    if (unusable) return rep.unusable.add(*unusable), true;
+    if (created < cutoff) return ++rep.too_old, true;
+    return false;
+  };
+  std::vector<std::string> binaries, tunings;
+  {
+    auto st = db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries");
+    if (!st) return st.error();
+    for (;;) {
+      auto row = st->step();
+      if (!row) return row.error();
+      if (!*row) break;
+      auto r = binary_from_row(*st);
+      std::optional<SkipReason> why;
+      if (!r || !problems(*r).empty())
+        why = SkipReason::kDamaged;
+      else if (o.unusable_for)
+        why = mismatch(*r, *o.unusable_for);
+      if (decide(why, st->i64(13))) binaries.push_back(st->text(0));
+    }
+  }
+  {
+    auto st = db.prepare(std::string("SELECT ") + kTuningColumns + " FROM tuning");
+    if (!st) return st.error();
+    for (;;) {
+      auto row = st->step();
+      if (!row) return row.error();
+      if (!*row) break;
+      auto r = tuning_from_row(*st);
+      std::optional<SkipReason> why;
+      if (!r || !problems(*r).empty() || r->key() != st->text(0))
+        why = SkipReason::kDamaged;
+      else if (o.unusable_for)
+        why = mismatch(r->toolchain, *o.unusable_for);
+      if (decide(why, st->i64(15))) tunings.push_back(st->text(0));
+    }
+  }
+  auto drop = [&](const char* table, const std::vector<std::string>& keys, int* removed) -> Status {
+    auto del = db.prepare(std::string("DELETE FROM ") + table + " WHERE key = ?1");
+    if (!del) return del.error();
+    for (size_t i = 0; i < keys.size();) {
+      auto txn = sql::WriteTxn::begin(db);
+      if (!txn) return txn.error();
+      for (size_t end = std::min(keys.size(), i + 512); i < end; ++i) {
+        del->bind(1, keys[i]);
+        FFNJIT_TRY(del->run());
+        *removed += sqlite3_changes(db.handle());
+        del->reset();
+      }
+      FFNJIT_TRY(txn->commit());
+    }
+    return {};
+  };
+  FFNJIT_TRY(drop("binaries", binaries, &rep.binaries_removed));
+  FFNJIT_TRY(drop("tuning", tunings, &rep.tunings_removed));
+  if (rep.binaries_removed + rep.tunings_removed > 0) {
+    // Give the freed pages back to the file system; a busy checkpoint is harmless.
+    auto txn = sql::WriteTxn::begin(db);
+    if (!txn) return txn.error();
+    FFNJIT_TRY(db.exec("PRAGMA incremental_vacuum"));
+    FFNJIT_TRY(txn->commit());
+    sqlite3_wal_checkpoint_v2(db.handle(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  }
+  return rep;
+}
+
+Expected<VerifyReport> Cache::verify(const VerifyOptions& o) {
+  VerifyReport rep;
+  sql::Db& db = impl_->db;
+  {
+    auto st = db.prepare("PRAGMA integrity_check(20)");
+    if (!st) return st.error();
+    std::vector<std::string> lines;
+    for (;;) {
+      auto row = st->step();
+      if (!row) return row.error();
+      if (!*row) break;
+      lines.push_back(st->text(0));
+    }
+    rep.integrity.clear();
+    for (size_t i = 0; i < lines.size(); ++i) rep.integrity += (i ? "; " : "") + lines[i];
+  }
+  auto issue = [&](const char* kind, std::string key, std::string label, std::string problem) {
+    rep.issues.push_back({kind, std::move(key), std::move(label), std::move(problem)});
+  };
+  {
+    auto st = db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries ORDER BY key");
+    if (!st) return st.error();
+    for (;;) {
+      auto row = st->step();
+      if (!row) return row.error();
+      if (!*row) break;
+      ++rep.binaries;
+      auto r = binary_from_row(*st);
+      if (!r) {
+        issue("binary", st->text(0), st->text(1), r.error().message);
+        continue;
+      }
+      auto p = problems(*r);
+      if (r->created_at_ms <= 0) p.push_back("created_at is not a time");
+      for (auto& x : p) issue("binary", r->key, r->kernel_name, x);
+      if (!p.empty() || !o.load_check) continue;
+      auto loaded = o.load_check(*r);
+      if (!loaded)
+        issue("binary", r->key, r->kernel_name, "cubin does not load: " + loaded.error().message);
+      else
+        (*loaded ? rep.cubins_loaded : rep.cubins_not_applicable)++;
+    }
+  }
+  {
+    auto st = db.prepare(std::string("SELECT ") + kTuningColumns + " FROM tuning ORDER BY key");
+    if (!st) return st.error();
+    for (;;) {
+      auto row = st->step();
+      if (!row) return row.error();
+      if (!*row) break;
+      ++rep.tunings;
+      auto r = tuning_from_row(*st);
+      if (!r) {
+        issue("tuning", st->text(0), st->text(7), r.error().message);
+        continue;
+      }
+      auto p = problems(*r);
+      if (r->created_at_ms <= 0) p.push_back("created_at is not a time");
+      if (r->key() != st->text(0))
+        p.push_back("key does not match its identity columns (edited by hand?)");
+      for (auto& x : p) issue("tuning", st->text(0), r->layer_signature, x);
+    }
+  }
+  return rep;
+}
+
+}  // namespace ffnjit::cache
