@@ -11,6 +11,8 @@ using Argv = std::vector<std::string>;
 
 int cmd_inspect(const Argv& args);
 int cmd_doctor(const Argv& args);
+int cmd_profile(const Argv& args);
+int cmd_demo_checkpoint(const Argv& args);
 
 // Shared reporting: one line "ffnjit <cmd>: error: <message>" on stderr.
 int report_error(const std::string& command, const std::string& message, int exit_code = 1);

@@ -18,11 +18,13 @@ struct Command {
 const Command kCommands[] = {
     {"inspect", ffnjit::cli::cmd_inspect, "print generated CUDA, PTX or the resource report"},
     {"doctor", ffnjit::cli::cmd_doctor, "report toolkit, NVRTC, driver, GPUs and cache location"},
+    {"profile", ffnjit::cli::cmd_profile, "measure a checkpoint's sparsity on captured inputs; write a profile"},
+    {"demo-checkpoint", ffnjit::cli::cmd_demo_checkpoint, "write a small synthetic ReLU-gated checkpoint + inputs"},
 };
 
 void print_usage(FILE* out) {
   std::fprintf(out, "usage: ffnjit <command> [options]\n\ncommands:\n");
-  for (const auto& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+  for (const auto& c : kCommands) std::fprintf(out, "  %-16s %s\n", c.name, c.summary);
   std::fprintf(out, "\nrun `ffnjit <command> --help` for a command's options\n");
 }
 
