@@ -23,10 +23,16 @@ Args& Args::positional(const std::string& name, const std::string& help, bool re
   return *this;
 }
 
+Args& Args::alias(const std::string& short_flag, const std::string& long_name) {
+  aliases_[short_flag] = "--" + long_name;
+  return *this;
+}
+
 Status Args::parse(const std::vector<std::string>& argv) {
   const std::string see = "; run `ffnjit " + command_ + " --help`";
   for (size_t i = 0; i < argv.size(); ++i) {
     std::string a = argv[i];
+    if (auto al = aliases_.find(a); al != aliases_.end()) a = al->second;
     if (a == "--help" || a == "-h") {
       help_ = true;
       return {};
@@ -104,7 +110,10 @@ std::string Args::help() const {
   for (const auto& p : pos_specs_) o << "  <" << p.name << ">\n      " << p.help << "\n";
   if (!specs_.empty()) o << "\noptions:\n";
   for (const auto& s : specs_) {
-    o << "  --" << s.name;
+    o << "  ";
+    for (const auto& [short_flag, long_flag] : aliases_)
+      if (long_flag == "--" + s.name) o << short_flag << ", ";
+    o << "--" << s.name;
     if (s.takes_value) o << " " << s.metavar;
     o << "\n      " << s.help;
     if (s.default_value) o << " (default: " << *s.default_value << ")";

@@ -20,6 +20,7 @@ class Args {
   Args& option(const std::string& name, const std::string& metavar, const std::string& help,
                std::optional<std::string> default_value = std::nullopt);     // --name VALUE
   Args& positional(const std::string& name, const std::string& help, bool required = true);
+  Args& alias(const std::string& short_flag, const std::string& long_name);  // e.g. -o for --output
 
   Status parse(const std::vector<std::string>& argv);
   std::string help() const;
@@ -43,6 +44,7 @@ class Args {
   std::string command_, usage_;
   std::vector<Spec> specs_;
   std::vector<Pos> pos_specs_;
+  std::map<std::string, std::string> aliases_;
   std::map<std::string, std::string> values_;
   std::vector<std::string> positional_values_;
   bool help_ = false;

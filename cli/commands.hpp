@@ -13,6 +13,9 @@ int cmd_inspect(const Argv& args);
 int cmd_doctor(const Argv& args);
 int cmd_bench(const Argv& args);
 int cmd_cache(const Argv& args);
+int cmd_profile(const Argv& args);
+int cmd_demo_checkpoint(const Argv& args);
+int cmd_tune(const Argv& args);
 
 // Shared reporting: one line "ffnjit <cmd>: error: <message>" on stderr.
 int report_error(const std::string& command, const std::string& message, int exit_code = 1);

@@ -16,15 +16,18 @@ struct Command {
 
 // One row per subcommand; keep in the order `ffnjit --help` should list them.
 const Command kCommands[] = {
+    {"tune", ffnjit::cli::cmd_tune, "pre-tune every FFN layer of a checkpoint; store winners in the cache"},
     {"inspect", ffnjit::cli::cmd_inspect, "print generated CUDA, PTX or the resource report"},
     {"bench", ffnjit::cli::cmd_bench, "time ffnjit's sparse FFN against the dense cuBLASLt FFN (GPU)"},
-    {"doctor", ffnjit::cli::cmd_doctor, "report toolkit, NVRTC, driver, GPUs and cache location"},
+    {"profile", ffnjit::cli::cmd_profile, "measure a checkpoint's sparsity on captured inputs; write a profile"},
     {"cache", ffnjit::cli::cmd_cache, "list, show, export, import, merge, gc and verify the kernel cache"},
+    {"demo-checkpoint", ffnjit::cli::cmd_demo_checkpoint, "write a small synthetic ReLU-gated checkpoint + inputs"},
+    {"doctor", ffnjit::cli::cmd_doctor, "report toolkit, NVRTC, driver, GPUs and cache location"},
 };
 
 void print_usage(FILE* out) {
   std::fprintf(out, "usage: ffnjit <command> [options]\n\ncommands:\n");
-  for (const auto& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+  for (const auto& c : kCommands) std::fprintf(out, "  %-16s %s\n", c.name, c.summary);
   std::fprintf(out, "\nrun `ffnjit <command> --help` for a command's options\n");
 }
 

@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 jobs=$(nproc)
 
+# Python venv for the safetensors interop test (Debian's PEP 668 blocks system pip).
+if [ ! -x build/pyenv/bin/python ]; then
+  python3 -m venv build/pyenv
+  build/pyenv/bin/pip install -q safetensors numpy ml_dtypes jsonschema
+fi
+
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFFNJIT_WERROR=ON >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build -j "$jobs" --output-on-failure
@@ -15,3 +21,6 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFFNJIT_SANITIZE=ON 
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -j "$jobs" --output-on-failure -L 'unit|errors|codegen'
+
+# libFuzzer targets (safetensors header, profile parser): a bounded run each.
+scripts/fuzz.sh "${FFNJIT_FUZZ_SECONDS:-60}"

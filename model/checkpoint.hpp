@@ -1,0 +1,80 @@
+// Checkpoints: config.json + safetensors, discovery of the ReLU FFN layers, fingerprint, bf16
+// weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/reference.hpp"
+#include "model/safetensors.hpp"
+#include "nlohmann/json.hpp"
+#include "support/status.hpp"
+
+namespace ffnjit::model {
+
+// One FFN layer as found in the checkpoint. Names are full tensor names; a
+// transposed tensor is stored as the transpose of its Hugging Face layout
+// (GPT-2's Conv1D, some exporters): Wg/Wu as [d_model][d_ff], Wd as [d_ff][d_model].
+struct FfnLayer {
+  int index = 0;
+  int d_model = 0;
+  int d_ff = 0;
+  bool gated = true;               // gate_proj/up_proj/down_proj; false: fc1 (in) / fc2 (out)
+  std::string gate, up, down;      // gate empty when !gated; non-gated: up = fc1, down = fc2
+  std::string up_bias, down_bias;  // non-gated layers may carry biases; empty when absent
+  bool gate_transposed = false, up_transposed = false, down_transposed = false;
+  st::Dtype dtype = st::Dtype::kBF16;  // of the up projection; all three are float dtypes
+};
+
+struct ModelInfo {
+  std::string model_type;
+  std::string activation;  // what the FFN really computes ("relu")
+  std::string naming;      // "llama" (gate/up/down_proj), "opt" (fc1/fc2), "gpt2" (c_fc/c_proj)
+  int hidden_size = 0;
+  std::vector<FfnLayer> layers;    // by index, 0..n-1
+  std::vector<std::string> notes;  // things a user should know (transposed layers, SparseLM rule)
+  // SHA-256 of the canonical config.json, every tensor's name, dtype and shape, and a
+  // sample of each FFN tensor's bytes. No path and no shard layout: the same weights
+  // give the same fingerprint wherever and however they are stored.
+  std::string fingerprint;
+};
+
+// Decides from config.json and the tensor list which layers are ReLU FFNs. Refuses
+// (kUnsupported) a model whose FFN activation is not ReLU, saying why the sparsity
+// kernels do not apply; kInvalidArgument for inconsistent shapes or missing tensors.
+Expected<ModelInfo> discover(const nlohmann::json& config, const st::Store& tensors);
+
+// One layer's weights in Hugging Face layouts as host bf16 (transposes undone):
+// wg, wu [d_ff][d_model] (wg empty when !gated), wd [d_model][d_ff]; biases (if any)
+// as fp32: up_bias [d_ff], down_bias [d_model].
+struct LayerWeights {
+  int index = 0, d_model = 0, d_ff = 0;
+  bool gated = true;
+  std::vector<uint16_t> wg, wu, wd;
+  std::vector<float> up_bias, down_bias;
+  ref::FfnWeights view() const {
+    return {gated ? wg.data() : nullptr, wu.data(), wd.data(), d_model, d_ff, gated};
+  }
+};
+
+class Checkpoint {
+ public:
+  // `path`: a directory with config.json and model.safetensors or a sharded index.
+  static Expected<Checkpoint> open(const std::string& path);
+  const ModelInfo& info() const { return info_; }
+  const st::Store& tensors() const { return store_; }
+  const nlohmann::json& config() const { return config_; }
+  const std::string& path() const { return path_; }
+  // Converts (bf16/fp16/fp32 -> bf16) and un-transposes one layer's weights.
+  Expected<LayerWeights> load_layer(int index) const;
+
+ private:
+  Checkpoint(st::Store s) : store_(std::move(s)) {}
+  std::string path_;
+  nlohmann::json config_;
+  st::Store store_;
+  ModelInfo info_;
+};
+
+}  // namespace ffnjit::model
