@@ -136,9 +136,7 @@ std::string nvrtc_version() {
 Expected<CompiledKernel> compile(const Source& src, const CompileOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string arch = arch_name(src.spec.arch);
-  std::vector<std::string> options = {"-arch=" + arch, "-std=c++17", "-default-device", "--ptxas-options=-v",
-                                      "-DFFNJIT_NVRTC=1"};
-  if (opts.line_info) options.push_back("-lineinfo");
+  const std::vector<std::string> options = compile_options(src, opts);
 
   auto run = run_nvrtc(src, options, /*real_arch=*/true);
   FFNJIT_TRY(run);
@@ -160,11 +158,22 @@ Expected<CompiledKernel> compile(const Source& src, const CompileOptions& opts) 
     k.ptx = std::move(ptx->ptx);
   }
   k.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  k.key = compile_key(src, opts);
+  return k;
+}
+
+std::vector<std::string> compile_options(const Source& src, const CompileOptions& opts) {
+  std::vector<std::string> options = {"-arch=" + std::string(arch_name(src.spec.arch)), "-std=c++17",
+                                      "-default-device", "--ptxas-options=-v", "-DFFNJIT_NVRTC=1"};
+  if (opts.line_info) options.push_back("-lineinfo");
+  return options;
+}
+
+std::string compile_key(const Source& src, const CompileOptions& opts) {
   Sha256 key;
   key.update(src.text).update("\n").update(templates_hash()).update("\n").update(kGeneratorVersion);
-  key.update("\nnvrtc=").update(nvrtc_version()).update("\n").update(join(options, " "));
-  k.key = key.hex_digest();
-  return k;
+  key.update("\nnvrtc=").update(nvrtc_version()).update("\n").update(join(compile_options(src, opts), " "));
+  return key.hex_digest();
 }
 
 }  // namespace ffnjit

@@ -48,6 +48,11 @@ struct CompiledKernel {
 // kind kCompile whose message carries the options and the full log.
 Expected<CompiledKernel> compile(const Source& src, const CompileOptions& opts = {});
 
+// The NVRTC options compile() uses, and the content key of the binary it would
+// produce: lets a cache lookup happen before (instead of) compiling.
+std::vector<std::string> compile_options(const Source& src, const CompileOptions& opts = {});
+std::string compile_key(const Source& src, const CompileOptions& opts = {});
+
 // "13.0" (major.minor of the NVRTC library in use).
 std::string nvrtc_version();
 

@@ -6,8 +6,11 @@
 #include <mutex>
 #include <string>
 
+#include "cache/cache.hpp"
 #include "cache/location.hpp"
 #include "runtime/buckets.hpp"
+#include "runtime/cache_io.hpp"
+#include "runtime/choice.hpp"
 #include "runtime/device_weights.hpp"
 
 namespace {
@@ -61,12 +64,20 @@ struct ffnjit_context {
   ffnjit_context_options options{};
   std::string cache_path;
   std::atomic<int> live_layers{0};
+  // The SQLite cache, used only while resolving a bucket (never on the hot path).
+  std::mutex cache_mu;
+  std::unique_ptr<cache::Cache> cache;
+  cache::ToolchainIdentity identity;
+  std::atomic<int64_t> tuned_buckets{0}, default_buckets{0};
+  std::string skipped;  // the last "records for another toolchain" report
 };
 
 struct ffnjit_layer {
   uint32_t magic = kLayerMagic;
   ffnjit_context* ctx = nullptr;
   std::string id;
+  std::string signature;          // what tuning records are looked up by: layer_id, else the shape
+  bool sparsity_from_desc = false;  // the engine fixed tile_n/capacity
   LayerShape shape;
   Sparsity sparsity;
   DeviceWeights weights;
@@ -77,9 +88,11 @@ struct ffnjit_layer {
   std::atomic<uintptr_t> checked_x{0}, checked_out{0};
   // One resolved config per bucket; published once under `mu`, then read lock-free.
   struct Resolved {
+    Choice choice;
     SparseFfnConfig cfg;
     SparseFfnKernels kernels;
   };
+  std::unique_ptr<DenseFfn> dense;  // made on the first bucket whose winner is dense
   std::mutex mu;
   std::atomic<const Resolved*> resolved[16] = {};
   std::unique_ptr<Resolved> owned[16];
@@ -99,27 +112,58 @@ Status check_layer(const ffnjit_layer* layer) {
   return {};
 }
 
-// First use of a bucket: pick the kernels (default config; tuned configs come from
-// the cache once it is wired in) and load them. Later calls read the atomic.
+// First use of a bucket: the tuned winner for this GPU, toolchain, layer and bucket
+// from the cache (else the default configuration), its kernels loaded from cached
+// binaries (else compiled, unless the context is cache-only). Later calls read the
+// published pointer and never touch SQLite.
 Expected<const ffnjit_layer::Resolved*> resolve(ffnjit_layer* layer, int bucket) {
   if (const auto* r = layer->resolved[bucket].load(std::memory_order_acquire)) return r;
   std::lock_guard<std::mutex> lock(layer->mu);
   if (const auto* r = layer->resolved[bucket].load(std::memory_order_acquire)) return r;
   ffnjit_context* ctx = layer->ctx;
+  const BatchBucket& b = default_buckets()[bucket];
   auto r = std::make_unique<ffnjit_layer::Resolved>();
-  r->cfg = default_sparse_config(layer->shape, ctx->arch, default_buckets()[bucket], layer->sparsity);
-  if (ctx->options.miss_policy == FFNJIT_CACHE_ONLY)
-    return not_found("no cached kernel for layer '" + layer->id + "' at " +
-                     std::to_string(default_buckets()[bucket].min_tokens) + "-" +
-                     std::to_string(default_buckets()[bucket].max_tokens) +
-                     " tokens; run `ffnjit tune` for this checkpoint or use FFNJIT_COMPILE_ON_MISS");
+  r->choice.sparse = default_sparse_config(layer->shape, ctx->arch, b, layer->sparsity);
+  bool tuned = false;
+  {
+    std::lock_guard<std::mutex> cl(ctx->cache_mu);
+    auto found = ctx->cache->find_tuning(ctx->identity, layer->signature, b.max_tokens >= (1 << 30) ? b.min_tokens : b.max_tokens);
+    FFNJIT_TRY(found);
+    if (found->skipped.total()) ctx->skipped = found->skipped.message();
+    if (found->record && found->record->bucket_min <= b.min_tokens && found->record->bucket_max >= b.max_tokens) {
+      auto c = choice_from_json(found->record->winner, layer->shape, ctx->arch, b);
+      FFNJIT_TRY(c);
+      if (c->strategy == Choice::Strategy::kDense || (c->sparse.gate.sparsity.tile_n == layer->sparsity.tile_n &&
+                                                       c->sparse.gate.sparsity.capacity == layer->sparsity.capacity) ||
+          !layer->sparsity_from_desc) {
+        r->choice = *c;
+        tuned = true;
+      }
+    }
+  }
   FFNJIT_TRY(ctx->device->make_current());
-  auto k = resolve_kernels(ctx->kernels, r->cfg);
-  FFNJIT_TRY(k);
-  r->kernels = *k;
+  if (r->choice.strategy == Choice::Strategy::kDense) {
+    if (!layer->dense) {
+      auto d = DenseFfn::create(ctx->kernels, ctx->arch, layer->shape);
+      FFNJIT_TRY(d);
+      layer->dense = std::move(*d);
+    }
+  } else {
+    r->cfg = r->choice.sparse;
+    auto k = resolve_kernels(ctx->kernels, r->cfg);
+    FFNJIT_TRY(k);
+    r->kernels = *k;
+  }
+  ++(tuned ? ctx->tuned_buckets : ctx->default_buckets);
   layer->owned[bucket] = std::move(r);
   layer->resolved[bucket].store(layer->owned[bucket].get(), std::memory_order_release);
   return layer->owned[bucket].get();
+}
+
+// Workspace a resolved bucket needs for `tokens`.
+size_t workspace_for(const ffnjit_layer& layer, const ffnjit_layer::Resolved& r, int tokens) {
+  if (r.choice.strategy == Choice::Strategy::kDense) return layer.dense->workspace_bytes(tokens);
+  return sparse_workspace_bytes(r.cfg, tokens);
 }
 
 Expected<int> bucket_for(long long tokens) {
@@ -177,6 +221,28 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
   ctx->options = o;
   ctx->cache_path = cache::resolve_cache_path(o.cache_path ? o.cache_path : "");
   ctx->options.cache_path = nullptr;  // the caller's string may not outlive the call
+  cache::OpenOptions co;
+  co.read_only = o.miss_policy == FFNJIT_CACHE_ONLY;
+  if (!co.read_only)
+    if (Status s = cache::ensure_cache_dir(ctx->cache_path); !s) return fail(s);
+  auto db = cache::Cache::open(ctx->cache_path, co);
+  if (!db) return fail(db.error());
+  ctx->cache = std::make_unique<cache::Cache>(std::move(*db));
+  ctx->identity = toolchain_identity(ctx->device->info());
+  ffnjit_context* raw = ctx.get();
+  ctx->kernels.set_backing(
+      {[raw](const std::string& key) -> Expected<std::optional<CompiledKernel>> {
+         std::lock_guard<std::mutex> l(raw->cache_mu);
+         auto f = raw->cache->find_binary(key, raw->identity);
+         FFNJIT_TRY(f);
+         if (!f->record) return std::optional<CompiledKernel>();
+         return std::optional<CompiledKernel>(from_record(*f->record));
+       },
+       [raw](const Source& src, const CompiledKernel& k) -> Status {
+         std::lock_guard<std::mutex> l(raw->cache_mu);
+         return raw->cache->put_binary(to_record(k, src));
+       },
+       o.miss_policy == FFNJIT_COMPILE_ON_MISS});
   *out = ctx.release();
   return ok();
 }
@@ -227,8 +293,11 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
   layer->id = d->layer_id ? d->layer_id : "";
   layer->shape = probe.layer;
   layer->sparsity = probe.sparsity;
+  layer->sparsity_from_desc = d->tile_n || d->capacity;
+  layer->signature = layer->id.empty() ? shape_signature(layer->shape) : layer->id;
   HostFfnWeights hw{d->gated ? wg.data() : nullptr, wu.data(), wd.data(), layer->shape};
-  auto w = DeviceWeights::upload(ctx->kernels, ctx->arch, hw, nullptr, /*with_dense=*/false);
+  // Wd stays on the device too: a bucket whose tuned winner is dense needs it.
+  auto w = DeviceWeights::upload(ctx->kernels, ctx->arch, hw, nullptr, /*with_dense=*/true);
   if (!w) return fail(w.error());
   layer->weights = std::move(*w);
   auto counters = DeviceBuffer::alloc(256);
@@ -239,6 +308,26 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
   layer->device_weights.overflow_counter = layer->counters.ptr();
   ++ctx->live_layers;
   *out = layer.release();
+  return ok();
+}
+
+ffnjit_status ffnjit_context_get_stats(const ffnjit_context* ctx, ffnjit_context_stats* out) {
+  if (Status s = check_context(ctx); !s) return fail(s);
+  if (!out) return invalid("out is NULL; pass the address of an ffnjit_context_stats");
+  out->kernels_compiled = ctx->kernels.compiles();
+  out->kernels_from_cache = ctx->kernels.loaded_from_backing();
+  out->tuned_buckets = ctx->tuned_buckets.load();
+  out->default_buckets = ctx->default_buckets.load();
+  return ok();
+}
+
+ffnjit_status ffnjit_layer_get_stats(ffnjit_layer* layer, ffnjit_layer_stats* out) {
+  if (Status s = check_layer(layer); !s) return fail(s);
+  if (!out) return invalid("out is NULL; pass the address of an ffnjit_layer_stats");
+  uint32_t overflow = 0;
+  if (Status s = layer->ctx->device->make_current(); !s) return fail(s);
+  if (Status s = layer->counters.download(&overflow, 4); !s) return fail(s);
+  out->overflow_tiles = overflow;
   return ok();
 }
 
@@ -262,7 +351,7 @@ ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tok
   if (!b) return fail(b.error());
   auto r = resolve(const_cast<ffnjit_layer*>(layer), *b);
   if (!r) return fail(r.error());
-  *bytes = sparse_workspace_bytes((*r)->cfg, int(tokens));
+  *bytes = workspace_for(*layer, **r, int(tokens));
   return ok();
 }
 
@@ -280,7 +369,7 @@ ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, 
   const int b = bucket_index(default_buckets(), tokens);
   auto r = resolve(layer, b);
   if (!r) return fail(r.error());
-  const size_t need = sparse_workspace_bytes((*r)->cfg, int(tokens));
+  const size_t need = workspace_for(*layer, **r, int(tokens));
   if (workspace_bytes < need || (need && !workspace))
     return invalid("workspace of " + std::to_string(workspace_bytes) + " bytes is too small: " + std::to_string(tokens) +
                    " tokens need " + std::to_string(need) + "; ask ffnjit_layer_workspace_size");
@@ -299,8 +388,12 @@ ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, 
     layer->checked_x.store(ux, std::memory_order_relaxed);
     layer->checked_out.store(uo, std::memory_order_relaxed);
   }
-  Status s = sparse_ffn_forward((*r)->kernels, (*r)->cfg, layer->device_weights, CUdeviceptr(x), CUdeviceptr(out),
-                                int(tokens), CUdeviceptr(workspace), static_cast<CUstream>(stream));
+  Status s = (*r)->choice.strategy == Choice::Strategy::kDense
+                 ? layer->dense->forward(layer->weights.dense(), CUdeviceptr(x), CUdeviceptr(out), int(tokens),
+                                         CUdeviceptr(workspace), static_cast<CUstream>(stream))
+                 : sparse_ffn_forward((*r)->kernels, (*r)->cfg, layer->device_weights, CUdeviceptr(x),
+                                      CUdeviceptr(out), int(tokens), CUdeviceptr(workspace),
+                                      static_cast<CUstream>(stream));
   if (!s) return fail(s);
   return FFNJIT_STATUS_OK;
 }

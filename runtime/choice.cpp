@@ -13,6 +13,11 @@ std::string Choice::label() const {
          std::to_string(u.threads) + "p" + std::to_string(u.splits) + "b" + std::to_string(u.min_blocks);
 }
 
+std::string shape_signature(const LayerShape& l) {
+  return "ffn:" + std::to_string(l.d_model) + "x" + std::to_string(l.d_ff) + (l.gated ? ":gated" : ":nongated") +
+         ":bf16";
+}
+
 nlohmann::json choice_to_json(const Choice& c) {
   if (c.strategy == Choice::Strategy::kDense) return {{"strategy", "dense"}, {"kernels", nlohmann::json::array()}};
   const auto& g = c.sparse.gate.tile;

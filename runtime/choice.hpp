@@ -14,6 +14,12 @@ struct Choice {
   std::string label() const;  // "sparse tn128c31 m128k64w2x4s3b2 t256p1b4" or "dense (cuBLASLt)"
 };
 
+// The signature tuning records are stored under, and that the runtime looks up when
+// an engine registers a layer without a layer_id: "ffn:2048x5632:gated:bf16". With a
+// profile, the tuner appends the layer class (":tn128c31"), which engines pass as
+// their layer_id to get the specialized records.
+std::string shape_signature(const LayerShape& layer);
+
 // {"strategy": "sparse", "tile_n": .., "capacity": .., "gate": {..}, "up_down": {..},
 //  "kernels": [names]} or {"strategy": "dense", "kernels": []}.
 nlohmann::json choice_to_json(const Choice& c);

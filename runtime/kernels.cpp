@@ -47,10 +47,26 @@ Expected<const LoadedKernel*> KernelTable::get(const KernelSpec& spec) {
   if (auto it = table_.find(key); it != table_.end()) return it->second.get();
   auto src = generate_source(spec);
   FFNJIT_TRY(src);
-  auto compiled = compile(*src);
-  FFNJIT_TRY(compiled);
-  ++compiles_;
-  if (hook_) hook_(spec, *compiled, *src);
+  std::optional<CompiledKernel> compiled;
+  if (backing_.find) {
+    auto found = backing_.find(compile_key(*src));
+    FFNJIT_TRY(found);
+    if (*found) {
+      compiled = std::move(**found);
+      ++backing_loads_;
+    }
+  }
+  if (!compiled) {
+    if (!backing_.allow_compile)
+      return not_found("no cached binary for " + spec.kernel_name() +
+                       " and this context may not compile; run `ffnjit tune` for the checkpoint or allow "
+                       "compiling on a miss");
+    auto c = compile(*src);
+    FFNJIT_TRY(c);
+    ++compiles_;
+    if (backing_.store) FFNJIT_TRY(backing_.store(*src, *c));
+    compiled = std::move(*c);
+  }
   auto loaded = load_kernel(*compiled, spec);
   FFNJIT_TRY(loaded);
   const LoadedKernel* out = loaded->get();

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <optional>
 #include <unordered_map>
 
 #include "codegen/compile.hpp"
@@ -43,18 +44,23 @@ class KernelTable {
   // Loads an already compiled kernel (from the cache or a tuner's compile pool) for
   // `spec`; a spec already present is returned as is.
   Expected<const LoadedKernel*> add(const KernelSpec& spec, const CompiledKernel& k);
-  // Hook called with every kernel this table compiles (e.g. to store it in the cache).
-  void on_compile(std::function<void(const KernelSpec&, const CompiledKernel&, const Source&)> hook) {
-    hook_ = std::move(hook);
-  }
+  // Where compiled kernels persist (the SQLite cache): looked up by content key
+  // before compiling, and told about every kernel this table compiles.
+  struct Backing {
+    std::function<Expected<std::optional<CompiledKernel>>(const std::string& key)> find;
+    std::function<Status(const Source&, const CompiledKernel&)> store;
+    bool allow_compile = true;  // false: a kernel missing from the backing is an error
+  };
+  void set_backing(Backing b) { backing_ = std::move(b); }
+  int loaded_from_backing() const { return backing_loads_.load(); }
   int compiles() const { return compiles_.load(); }
   ~KernelTable();
 
  private:
   std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<LoadedKernel>> table_;
-  std::atomic<int> compiles_{0};
-  std::function<void(const KernelSpec&, const CompiledKernel&, const Source&)> hook_;
+  std::atomic<int> compiles_{0}, backing_loads_{0};
+  Backing backing_;
 };
 
 }  // namespace ffnjit

@@ -46,11 +46,6 @@ std::string format_bucket(const BatchBucket& b) {
   return std::to_string(b.min_tokens) + "-" + std::to_string(b.max_tokens);
 }
 
-std::string shape_signature(const LayerShape& l) {
-  return "ffn:" + std::to_string(l.d_model) + "x" + std::to_string(l.d_ff) + (l.gated ? ":gated" : ":nongated") +
-         ":bf16";
-}
-
 int measure_tokens(const BatchBucket& b) { return b.max_tokens >= (1 << 30) ? 8192 : b.max_tokens; }
 
 Expected<Plan> make_plan(const model::ModelInfo& info, const std::vector<BatchBucket>& buckets,

@@ -8,6 +8,7 @@
 #include "codegen/kernel_spec.hpp"
 #include "model/checkpoint.hpp"
 #include "model/profile.hpp"
+#include "runtime/choice.hpp"
 #include "support/status.hpp"
 
 namespace ffnjit {
@@ -15,11 +16,6 @@ namespace ffnjit {
 // "1,2-4,5-16,17-64,65-256,257-1024,1025-4096,4097+": sorted, contiguous from 1.
 Expected<std::vector<BatchBucket>> parse_buckets(const std::string& text);
 std::string format_bucket(const BatchBucket& b);  // "5-16", "4097+", "1"
-
-// The signature a layer's tuning records are stored under, and that the runtime
-// looks up when an engine registers the layer without a layer_id: the shape, plus
-// the profile's sparsity class when one was given.
-std::string shape_signature(const LayerShape& layer);
 
 struct PlanEntry {
   std::string signature;     // tuning record key part (shape_signature + class)

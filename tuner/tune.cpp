@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cache/cache.hpp"
+#include "codegen/version.hpp"
 #include "model/checkpoint.hpp"
 #include "model/profile.hpp"
 #include "model/reference.hpp"
@@ -274,6 +275,20 @@ cache::TuningRecord make_record(const cache::ToolchainIdentity& id, const PlanEn
   return rec;
 }
 
+// The winner as stored: the choice plus its kernels' binary keys ("keys"), so
+// `ffnjit cache` can relate a tuning record to its binaries.
+nlohmann::json winner_json(const Choice& c) {
+  nlohmann::json j = choice_to_json(c);
+  j["keys"] = nlohmann::json::array();
+  if (c.strategy == Choice::Strategy::kSparse) {
+    std::vector<KernelSpec> specs = {c.sparse.gate, c.sparse.up_down};
+    if (c.sparse.up_down.tile.splits > 1) specs.push_back(c.sparse.reduce);
+    for (const auto& s : specs)
+      if (auto src = generate_source(s)) j["keys"].push_back(compile_key(*src));
+  }
+  return j;
+}
+
 std::string layer_list(const std::vector<int>& layers) {
   if (layers.size() == 1) return std::to_string(layers[0]);
   return std::to_string(layers.front()) + ".." + std::to_string(layers.back()) + " (" + std::to_string(layers.size()) + ")";
@@ -331,6 +346,16 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
   result.entries_planned = int(entries.size());
   CompilePool pool(o.compile_threads > 0 ? o.compile_threads : int(std::max(1u, std::thread::hardware_concurrency())));
   KernelTable kernels;
+  cache::Cache* db = &*cache;
+  const cache::ToolchainIdentity table_id = id;
+  kernels.set_backing({[db, table_id](const std::string& key) -> Expected<std::optional<CompiledKernel>> {
+                         auto f = db->find_binary(key, table_id);
+                         FFNJIT_TRY(f);
+                         if (!f->record) return std::optional<CompiledKernel>();
+                         return std::optional<CompiledKernel>(from_record(*f->record));
+                       },
+                       [db](const Source& src, const CompiledKernel& k) { return db->put_binary(to_record(k, src)); },
+                       true});
   CUstream stream = nullptr;
   if (dev) {
     const drv::Api* cu = dev->api();
@@ -373,7 +398,7 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
         if (!k) return k.error();
         FFNJIT_TRY(cache->put_binary(to_record(k->kernel, k->source)));
       }
-      rec.winner = choice_to_json(c);
+      rec.winner = winner_json(c);
       rec.untimed = true;
       FFNJIT_TRY(cache->put_tuning(rec));
       row.winner = c.label(), row.untimed = true, row.candidates = 1;
@@ -419,7 +444,7 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
 
     auto outcome = tune_entry(b, pool, *cache, e, arch, prof.has_value(), *dn, o.measure);
     FFNJIT_TRY(outcome);
-    rec.winner = choice_to_json(outcome->winner);
+    rec.winner = winner_json(outcome->winner);
     rec.candidates = outcome->candidates;
     rec.dense_us = outcome->dense_us;
     rec.winner_us = outcome->winner_us;

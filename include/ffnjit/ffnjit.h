@@ -75,6 +75,16 @@ FFNJIT_API void ffnjit_context_options_init(ffnjit_context_options* options);
  * the CUDA runtime and frameworks). Thread-safe. */
 FFNJIT_API ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnjit_context** out);
 
+typedef struct ffnjit_context_stats {
+  int64_t kernels_compiled;   /* kernels NVRTC compiled in this process (0 when the cache is warm) */
+  int64_t kernels_from_cache; /* kernels loaded from cached binaries */
+  int64_t tuned_buckets;      /* (layer, bucket) pairs served by a tuned winner from the cache */
+  int64_t default_buckets;    /* (layer, bucket) pairs served by the default configuration */
+} ffnjit_context_stats;
+
+/* Counters of how this context found its kernels. Thread-safe. */
+FFNJIT_API ffnjit_status ffnjit_context_get_stats(const ffnjit_context* ctx, ffnjit_context_stats* out);
+
 /* Destroys a context; its layers must be destroyed first. NULL is a no-op. Not
  * concurrent with other calls on the same context. */
 FFNJIT_API void ffnjit_context_destroy(ffnjit_context* ctx);
@@ -99,6 +109,13 @@ typedef struct ffnjit_layer_desc {
  * nothing else yet. The caller's weight buffers may be freed afterwards.
  * Thread-safe with respect to other layers of the same context. */
 FFNJIT_API ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc* desc, ffnjit_layer** out);
+
+typedef struct ffnjit_layer_stats {
+  int64_t overflow_tiles; /* (token, tile) pairs over TwELL capacity since registration (computed exactly) */
+} ffnjit_layer_stats;
+
+/* Serving counters of a layer. Synchronizes with the device to read them. */
+FFNJIT_API ffnjit_status ffnjit_layer_get_stats(ffnjit_layer* layer, ffnjit_layer_stats* out);
 
 /* Destroys a layer and its device memory. NULL is a no-op. */
 FFNJIT_API void ffnjit_layer_destroy(ffnjit_layer* layer);
