@@ -206,7 +206,9 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
   const std::string in_role = naming->gated ? "up_proj" : (gpt2 ? "c_fc" : "fc1");
   const std::string out_role = naming->gated ? "down_proj" : (gpt2 ? "c_proj" : "fc2");
   std::vector<std::string> transposed_layers;
-  for (auto& [idx, f] : layers) {
+  for (const auto& entry : layers) {
+    const int idx = entry.first;  // not a structured binding: clang 14 cannot capture those
+    const Found& f = entry.second;
     FfnLayer L;
     L.index = idx;
     L.d_model = hidden_sz;

@@ -8,9 +8,10 @@ scripts/install-deps.sh
 jobs=$(nproc)
 
 # Python venv for the safetensors interop test (Debian's PEP 668 blocks system pip).
+# A failed install removes the venv, so that a later run retries instead of testing with half of it.
 if [ ! -x build/pyenv/bin/python ]; then
   python3 -m venv build/pyenv
-  build/pyenv/bin/pip install -q safetensors numpy ml_dtypes jsonschema
+  build/pyenv/bin/pip install -q safetensors numpy ml_dtypes jsonschema || { rm -rf build/pyenv; exit 1; }
 fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFFNJIT_WERROR=ON >/dev/null

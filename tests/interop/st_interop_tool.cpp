@@ -1,4 +1,5 @@
-// Test helper for the safetensors interop test: dumps what ffnjit reads, writes what Python must read.
+// Test helper for the safetensors interop test: dumps what ffnjit reads, writes what Python must
+// read.
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -18,10 +19,14 @@ namespace {
 int dump(const std::string& path) {
   auto s = st::Store::open(path);
   if (!s) return std::fprintf(stderr, "%s\n", s.error().message.c_str()), 1;
-  nlohmann::json out = {{"sharded", s->sharded()}, {"metadata", s->metadata()}, {"tensors", nlohmann::json::object()}};
+  nlohmann::json out = {{"sharded", s->sharded()},
+                        {"metadata", s->metadata()},
+                        {"tensors", nlohmann::json::object()}};
   for (const auto& name : s->names()) {
     const st::TensorRef& t = *s->find(name);
-    nlohmann::json j = {{"dtype", st::dtype_name(t.info->dtype)}, {"shape", t.info->shape}, {"sha256", sha256_hex(t.raw())}};
+    nlohmann::json j = {{"dtype", st::dtype_name(t.info->dtype)},
+                        {"shape", t.info->shape},
+                        {"sha256", sha256_hex(t.raw())}};
     if (st::is_float_dtype(t.info->dtype)) {
       auto b = st::to_bf16(t);
       if (!b) return std::fprintf(stderr, "%s\n", b.error().message.c_str()), 1;
@@ -46,7 +51,9 @@ int write(const std::string& dir) {
     f16[i] = uint16_t(0x3c00 + i);
     u8[i] = uint8_t(i);
   }
-  auto b = [](const auto& v) { return std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(v[0])); };
+  auto b = [](const auto& v) {
+    return std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(v[0]));
+  };
   const std::vector<st::WriteTensor> ts = {{"a.f32", st::Dtype::kF32, {8, 12}, b(f32)},
                                            {"b.bf16", st::Dtype::kBF16, {2, 3, 16}, b(bf)},
                                            {"c.f16", st::Dtype::kF16, {96}, b(f16)},

@@ -30,7 +30,8 @@ struct TempDir {
 };
 
 // 8-byte little-endian length + header text + data bytes.
-inline std::string st_image(const std::string& header, const std::string& data, uint64_t len_override = UINT64_MAX) {
+inline std::string st_image(const std::string& header, const std::string& data,
+                            uint64_t len_override = UINT64_MAX) {
   std::string out(8, '\0');
   const uint64_t n = len_override == UINT64_MAX ? header.size() : len_override;
   std::memcpy(out.data(), &n, 8);

@@ -21,8 +21,8 @@ struct T {
 };
 
 // Writes config.json and random tensors into `dir` (sharded when shards > 1).
-void make_checkpoint(const testutil::TempDir& dir, const json& config, const std::vector<T>& tensors, int shards = 1,
-                     uint32_t seed = 1) {
+void make_checkpoint(const testutil::TempDir& dir, const json& config,
+                     const std::vector<T>& tensors, int shards = 1, uint32_t seed = 1) {
   testutil::write_text(dir / "config.json", config.dump());
   std::mt19937 rng(seed);
   std::vector<std::string> bytes;
@@ -34,7 +34,8 @@ void make_checkpoint(const testutil::TempDir& dir, const json& config, const std
     bytes.push_back(std::move(b));
   }
   std::vector<st::WriteTensor> w;
-  for (size_t i = 0; i < tensors.size(); ++i) w.push_back({tensors[i].name, tensors[i].dtype, tensors[i].shape, bytes[i]});
+  for (size_t i = 0; i < tensors.size(); ++i)
+    w.push_back({tensors[i].name, tensors[i].dtype, tensors[i].shape, bytes[i]});
   if (shards > 1)
     REQUIRE(st::write_sharded(dir.path.string(), w, shards));
   else
@@ -46,7 +47,8 @@ std::vector<T> llama(int layers, int dm, int dff, bool transpose_gate_of_layer1 
   for (int l = 0; l < layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const bool tr = transpose_gate_of_layer1 && l == 1;
-    t.push_back({p + "mlp.gate_proj.weight", tr ? std::vector<int64_t>{dm, dff} : std::vector<int64_t>{dff, dm}});
+    t.push_back({p + "mlp.gate_proj.weight",
+                 tr ? std::vector<int64_t>{dm, dff} : std::vector<int64_t>{dff, dm}});
     t.push_back({p + "mlp.up_proj.weight", {dff, dm}});
     t.push_back({p + "mlp.down_proj.weight", {dm, dff}});
     t.push_back({p + "self_attn.q_proj.weight", {dm, dm}});
@@ -54,12 +56,18 @@ std::vector<T> llama(int layers, int dm, int dff, bool transpose_gate_of_layer1 
   return t;
 }
 
-json llama_config(const std::string& model_type, const std::string& act, int layers = 2, int dm = 16) {
-  return {{"model_type", model_type}, {"hidden_act", act}, {"hidden_size", dm}, {"intermediate_size", 48},
+json llama_config(const std::string& model_type, const std::string& act, int layers = 2,
+                  int dm = 16) {
+  return {{"model_type", model_type},
+          {"hidden_act", act},
+          {"hidden_size", dm},
+          {"intermediate_size", 48},
           {"num_hidden_layers", layers}};
 }
 
-Expected<model::Checkpoint> open(const testutil::TempDir& d) { return model::Checkpoint::open(d.path.string()); }
+Expected<model::Checkpoint> open(const testutil::TempDir& d) {
+  return model::Checkpoint::open(d.path.string());
+}
 
 }  // namespace
 
@@ -90,7 +98,8 @@ TEST_CASE("SparseLM: model_type llama_sparse_relu has a ReLU gate although hidde
   REQUIRE(c);
   CHECK(c->info().activation == "relu");
   REQUIRE_FALSE(c->info().notes.empty());
-  CHECK_THAT(c->info().notes[0], Catch::Contains("llama_sparse_relu") && Catch::Contains("hidden_act says 'silu'"));
+  CHECK_THAT(c->info().notes[0],
+             Catch::Contains("llama_sparse_relu") && Catch::Contains("hidden_act says 'silu'"));
 }
 
 TEST_CASE("a SiLU Llama is refused, saying why the sparsity kernels do not apply") {
@@ -99,9 +108,10 @@ TEST_CASE("a SiLU Llama is refused, saying why the sparsity kernels do not apply
   auto c = open(d);
   REQUIRE_FALSE(c);
   CHECK(c.error().kind == ErrorKind::kUnsupported);
-  CHECK_THAT(c.error().message, Catch::Contains("model_type 'llama' uses hidden_act 'silu', not ReLU") &&
-                                    Catch::Contains("exact only when a ReLU makes inactive neurons exactly 0") &&
-                                    Catch::Contains("llama_sparse_relu"));
+  CHECK_THAT(c.error().message,
+             Catch::Contains("model_type 'llama' uses hidden_act 'silu', not ReLU") &&
+                 Catch::Contains("exact only when a ReLU makes inactive neurons exactly 0") &&
+                 Catch::Contains("llama_sparse_relu"));
   // A gated model that does not name its activation defaults to SiLU, as in transformers.
   testutil::TempDir d2;
   make_checkpoint(d2, {{"model_type", "mistral"}, {"hidden_size", 16}}, llama(1, 16, 48));
@@ -118,8 +128,13 @@ TEST_CASE("OPT-style non-gated fc1/fc2 with biases") {
     t.push_back({p + "fc2.weight", {16, 64}, st::Dtype::kF16});
     t.push_back({p + "fc2.bias", {16}, st::Dtype::kF16});
   }
-  make_checkpoint(d, {{"model_type", "opt"}, {"activation_function", "relu"}, {"hidden_size", 16}, {"ffn_dim", 64},
-                      {"num_hidden_layers", 3}}, t);
+  make_checkpoint(d,
+                  {{"model_type", "opt"},
+                   {"activation_function", "relu"},
+                   {"hidden_size", 16},
+                   {"ffn_dim", 64},
+                   {"num_hidden_layers", 3}},
+                  t);
   auto c = open(d);
   REQUIRE(c);
   REQUIRE(c->info().layers.size() == 3);
@@ -146,14 +161,17 @@ TEST_CASE("OPT-style non-gated fc1/fc2 with biases") {
 
 TEST_CASE("transposed layouts are detected by shape, noted, and undone on load") {
   testutil::TempDir d;
-  make_checkpoint(d, llama_config("llama", "relu", 2), llama(2, 16, 48, /*transpose layer 1's gate*/ true));
+  make_checkpoint(d, llama_config("llama", "relu", 2),
+                  llama(2, 16, 48, /*transpose layer 1's gate*/ true));
   auto c = open(d);
   REQUIRE(c);
   CHECK_FALSE(c->info().layers[0].gate_transposed);
   CHECK(c->info().layers[1].gate_transposed);
   CHECK_FALSE(c->info().layers[1].up_transposed);
   bool noted = false;
-  for (const auto& n : c->info().notes) noted |= n.find("transposed FFN weights") != std::string::npos && n.find("layers 1") != std::string::npos;
+  for (const auto& n : c->info().notes)
+    noted |= n.find("transposed FFN weights") != std::string::npos &&
+             n.find("layers 1") != std::string::npos;
   CHECK(noted);
   auto w = c->load_layer(1);
   REQUIRE(w);
@@ -162,8 +180,10 @@ TEST_CASE("transposed layouts are detected by shape, noted, and undone on load")
     for (int k = 0; k < 16; ++k) REQUIRE(w->wg[size_t(j) * 16 + k] == (*raw)[size_t(k) * 48 + j]);
   // GPT-2 Conv1D: [in][out] everywhere, ReLU allowed.
   testutil::TempDir g;
-  make_checkpoint(g, {{"model_type", "gpt2"}, {"activation_function", "relu"}, {"n_embd", 16}, {"n_layer", 1}},
-                  {{"transformer.h.0.mlp.c_fc.weight", {16, 64}}, {"transformer.h.0.mlp.c_proj.weight", {64, 16}}});
+  make_checkpoint(
+      g, {{"model_type", "gpt2"}, {"activation_function", "relu"}, {"n_embd", 16}, {"n_layer", 1}},
+      {{"transformer.h.0.mlp.c_fc.weight", {16, 64}},
+       {"transformer.h.0.mlp.c_proj.weight", {64, 16}}});
   auto gc = open(g);
   REQUIRE(gc);
   CHECK(gc->info().naming == "gpt2");
@@ -180,23 +200,36 @@ TEST_CASE("inconsistent or incomplete checkpoints are refused with the tensor na
     return c ? std::string() : c.error().message;
   };
   auto t = llama(3, 16, 48);
-  t.erase(std::remove_if(t.begin(), t.end(), [](const T& x) { return x.name == "model.layers.1.mlp.up_proj.weight"; }), t.end());
-  CHECK_THAT(err(llama_config("llama", "relu", 3), t), Catch::Contains("layer 1 has no model.layers.1.mlp.up_proj.weight"));
-  CHECK_THAT(err(llama_config("llama", "relu", 4), llama(3, 16, 48)), Catch::Contains("says 4 layers but FFN weights were found for 3"));
+  t.erase(std::remove_if(t.begin(), t.end(),
+                         [](const T& x) { return x.name == "model.layers.1.mlp.up_proj.weight"; }),
+          t.end());
+  CHECK_THAT(err(llama_config("llama", "relu", 3), t),
+             Catch::Contains("layer 1 has no model.layers.1.mlp.up_proj.weight"));
+  CHECK_THAT(err(llama_config("llama", "relu", 4), llama(3, 16, 48)),
+             Catch::Contains("says 4 layers but FFN weights were found for 3"));
   auto skip = llama(3, 16, 48);
-  skip.erase(std::remove_if(skip.begin(), skip.end(), [](const T& x) { return x.name.find("layers.1.mlp") != std::string::npos; }), skip.end());
-  CHECK_THAT(err(llama_config("llama", "relu", 3), skip), Catch::Contains("FFN weights of layer 1 are missing"));
+  skip.erase(
+      std::remove_if(skip.begin(), skip.end(),
+                     [](const T& x) { return x.name.find("layers.1.mlp") != std::string::npos; }),
+      skip.end());
+  CHECK_THAT(err(llama_config("llama", "relu", 3), skip),
+             Catch::Contains("FFN weights of layer 1 are missing"));
   auto bad = llama(1, 16, 48);
   bad[3].shape = {40, 16};  // up_proj
-  CHECK_THAT(err(llama_config("llama", "relu", 1), bad), Catch::Contains("disagree on d_ff (40 vs 48)"));
+  CHECK_THAT(err(llama_config("llama", "relu", 1), bad),
+             Catch::Contains("disagree on d_ff (40 vs 48)"));
   auto odd = llama(1, 16, 48);
   odd[2].shape = {48, 20};  // gate_proj
-  CHECK_THAT(err(llama_config("llama", "relu", 1), odd), Catch::Contains("neither dimension is config.json's hidden_size=16"));
+  CHECK_THAT(err(llama_config("llama", "relu", 1), odd),
+             Catch::Contains("neither dimension is config.json's hidden_size=16"));
   auto q = llama(1, 16, 48);
   q[2].dtype = st::Dtype::kI8;
-  CHECK_THAT(err(llama_config("llama", "relu", 1), q), Catch::Contains("has dtype I8") && Catch::Contains("dequantize"));
-  CHECK_THAT(err({{"model_type", "llama"}, {"hidden_act", "relu"}}, llama(1, 16, 48)), Catch::Contains("needs hidden_size"));
-  CHECK_THAT(err(llama_config("llama", "relu", 1), {{"model.norm.weight", {16}}}), Catch::Contains("found no FFN weights"));
+  CHECK_THAT(err(llama_config("llama", "relu", 1), q),
+             Catch::Contains("has dtype I8") && Catch::Contains("dequantize"));
+  CHECK_THAT(err({{"model_type", "llama"}, {"hidden_act", "relu"}}, llama(1, 16, 48)),
+             Catch::Contains("needs hidden_size"));
+  CHECK_THAT(err(llama_config("llama", "relu", 1), {{"model.norm.weight", {16}}}),
+             Catch::Contains("found no FFN weights"));
   testutil::TempDir nocfg;
   CHECK_THAT(open(nocfg).error().message, Catch::Contains("config.json: missing"));
 }
@@ -216,7 +249,8 @@ TEST_CASE("fingerprint: independent of path and sharding, sensitive to weights a
   CHECK(open(e)->info().fingerprint != fa);
 }
 
-TEST_CASE("demo checkpoint: real files that round-trip, deterministic, with the promised sparsity") {
+TEST_CASE(
+    "demo checkpoint: real files that round-trip, deterministic, with the promised sparsity") {
   testutil::TempDir d1, d2, d3;
   model::DemoOptions o;
   o.layers = 2, o.d_model = 128, o.d_ff = 512, o.tokens = 1024, o.seed = 5;
@@ -254,8 +288,9 @@ TEST_CASE("demo checkpoint: real files that round-trip, deterministic, with the 
   CHECK(mean > 0.003);  // ~0.5% of neurons per token on average over the layers
   CHECK(mean < 0.008);
   const auto& l0 = run->profile.layers[0];
-  CHECK(double(l0.dead_neurons.size()) / l0.d_ff == Approx(0.3).margin(0.06));  // ~30% dead in layer 0
-  CHECK(l0.per_token.quantile(0.99) >= 2 * l0.per_token.mean());                // heavy-tailed tokens
+  CHECK(double(l0.dead_neurons.size()) / l0.d_ff ==
+        Approx(0.3).margin(0.06));                                // ~30% dead in layer 0
+  CHECK(l0.per_token.quantile(0.99) >= 2 * l0.per_token.mean());  // heavy-tailed tokens
   uint64_t hottest = *std::max_element(l0.neuron_active.begin(), l0.neuron_active.end());
   CHECK(double(hottest) / double(l0.tokens) > 10 * l0.per_token.mean() / l0.d_ff);  // hot neurons
 }

@@ -14,13 +14,15 @@ using nlohmann::json;
 namespace {
 
 // A small profile with heavy-tailed random activity; gate values > 0 mark active neurons.
-profile::Profile sample_profile(std::vector<float>* gate_out = nullptr, int tokens = 300, int d_ff = 100) {
+profile::Profile sample_profile(std::vector<float>* gate_out = nullptr, int tokens = 300,
+                                int d_ff = 100) {
   std::mt19937 rng(11);
   std::vector<float> g(size_t(tokens) * d_ff);
   for (int m = 0; m < tokens; ++m) {
     const double p = (m % 50 == 0) ? 0.4 : 0.05;
     for (int j = 0; j < d_ff; ++j)
-      g[size_t(m) * d_ff + j] = (j % 10 != 3 && std::uniform_real_distribution<>(0, 1)(rng) < p) ? 1.0f : -1.0f;
+      g[size_t(m) * d_ff + j] =
+          (j % 10 != 3 && std::uniform_real_distribution<>(0, 1)(rng) < p) ? 1.0f : -1.0f;
   }
   g[5] = NAN;  // NaN counts as active, like TwELL packing
   profile::Builder::Options o;
@@ -139,30 +141,58 @@ TEST_CASE("schema violations are errors that name the field") {
       {[](json& j) { j["version"] = 2; }, "version: 2 is not the version this ffnjit reads (1)"},
       {[](json& j) { j["extra"] = 1; }, "unknown field 'extra'"},
       {[](json& j) { j.erase("source"); }, "missing field 'source'"},
-      {[](json& j) { j["checkpoint"]["fingerprint"] = "xyz"; }, "checkpoint.fingerprint: must be 64 lower-case hex digits"},
-      {[](json& j) { j["checkpoint"]["model_type"] = 3; }, "checkpoint.model_type: must be a string"},
+      {[](json& j) { j["checkpoint"]["fingerprint"] = "xyz"; },
+       "checkpoint.fingerprint: must be 64 lower-case hex digits"},
+      {[](json& j) { j["checkpoint"]["model_type"] = 3; },
+       "checkpoint.model_type: must be a string"},
       {[](json& j) { j["layers"] = json::object(); }, "layers: must be an array"},
       {[](json& j) { j["layers"][0]["d_ff"] = 0; }, "layers[0].d_ff: must be >= 1"},
-      {[](json& j) { j["layers"][0]["d_ff"] = -5; }, "layers[0].d_ff: must be a non-negative integer"},
+      {[](json& j) { j["layers"][0]["d_ff"] = -5; },
+       "layers[0].d_ff: must be a non-negative integer"},
       {[](json& j) { j["layers"][0]["gated"] = "yes"; }, "layers[0].gated: must be true or false"},
-      {[](json& j) { j["layers"][0]["tokens"] = 301; }, "layers[0].active_per_token.histogram: counts sum to 300 but the layer has 301"},
-      {[](json& j) { j["layers"][0]["active_per_token"]["p99"] = 1; }, "layers[0].active_per_token.p99: is 1 but the histogram gives"},
-      {[](json& j) { j["layers"][0]["active_per_token"]["mean"] = 0.5; }, "layers[0].active_per_token.mean: is 0.5"},
-      {[](json& j) { j["layers"][0]["active_per_token"]["histogram"][0][1] = 0; }, "a bin with count 0 must be left out"},
-      {[](json& j) { j["layers"][0]["active_per_token"]["histogram"][0][0] = 1000; }, "histogram[0][0]: 1000 is out of range (at most 100)"},
-      {[](json& j) { std::swap(j["layers"][0]["active_per_token"]["histogram"][0], j["layers"][0]["active_per_token"]["histogram"][1]); },
+      {[](json& j) { j["layers"][0]["tokens"] = 301; },
+       "layers[0].active_per_token.histogram: counts sum to 300 but the layer has 301"},
+      {[](json& j) { j["layers"][0]["active_per_token"]["p99"] = 1; },
+       "layers[0].active_per_token.p99: is 1 but the histogram gives"},
+      {[](json& j) { j["layers"][0]["active_per_token"]["mean"] = 0.5; },
+       "layers[0].active_per_token.mean: is 0.5"},
+      {[](json& j) { j["layers"][0]["active_per_token"]["histogram"][0][1] = 0; },
+       "a bin with count 0 must be left out"},
+      {[](json& j) { j["layers"][0]["active_per_token"]["histogram"][0][0] = 1000; },
+       "histogram[0][0]: 1000 is out of range (at most 100)"},
+      {[](json& j) {
+         std::swap(j["layers"][0]["active_per_token"]["histogram"][0],
+                   j["layers"][0]["active_per_token"]["histogram"][1]);
+       },
        "values must be strictly increasing"},
-      {[](json& j) { j["layers"][0]["tilings"][0]["n_tiles"] = 12; }, "layers[0].tilings[0].n_tiles: is 12 but d_ff=100 and tile_n=8 give 13"},
-      {[](json& j) { j["layers"][0]["tilings"][0]["tile_max"][12] = 9; }, "layers[0].tilings[0].tile_max[12]: 9 is out of range (at most 8)"},
-      {[](json& j) { j["layers"][0]["tilings"][0]["tile_max"][12] = 5; }, "tile 12 holds only 4 neurons"},
-      {[](json& j) { j["layers"][0]["tilings"][0]["tile_p50"][0] = 8; }, "tilings[0].tile_p90[0]: is below tile_p50[0]"},
-      {[](json& j) { j["layers"][0]["tilings"][0]["tile_p999"].erase(0); }, "tilings[0].tile_p999: has 12 entries, expected 13"},
-      {[](json& j) { j["layers"][0]["tilings"][1]["tile_n"] = 8; j["layers"][0]["tilings"][1] = j["layers"][0]["tilings"][0]; }, "tile_n 8 appears twice"},
-      {[](json& j) { j["layers"][0]["neuron_active_count"][0] = 1000; }, "neuron_active_count[0]: 1000 is out of range (at most 300)"},
-      {[](json& j) { j["layers"][0]["neuron_active_count"][0] = j["layers"][0]["neuron_active_count"][0].get<int>() + 1; }, "neuron_active_count: sums to"},
-      {[](json& j) { j["layers"][0]["dead_neurons"] = {3}; }, "dead_neurons: must list exactly the neurons whose neuron_active_count is 0"},
-      {[](json& j) { j["layers"][0]["dead_fraction"] = 0.5; }, "layers[0].dead_fraction: is 0.5 but dead_neurons gives 0.1"},
-      {[](json& j) { j["layers"].push_back(j["layers"][0]); }, "layers[1].index: layer indices must be strictly increasing"},
+      {[](json& j) { j["layers"][0]["tilings"][0]["n_tiles"] = 12; },
+       "layers[0].tilings[0].n_tiles: is 12 but d_ff=100 and tile_n=8 give 13"},
+      {[](json& j) { j["layers"][0]["tilings"][0]["tile_max"][12] = 9; },
+       "layers[0].tilings[0].tile_max[12]: 9 is out of range (at most 8)"},
+      {[](json& j) { j["layers"][0]["tilings"][0]["tile_max"][12] = 5; },
+       "tile 12 holds only 4 neurons"},
+      {[](json& j) { j["layers"][0]["tilings"][0]["tile_p50"][0] = 8; },
+       "tilings[0].tile_p90[0]: is below tile_p50[0]"},
+      {[](json& j) { j["layers"][0]["tilings"][0]["tile_p999"].erase(0); },
+       "tilings[0].tile_p999: has 12 entries, expected 13"},
+      {[](json& j) {
+         j["layers"][0]["tilings"][1]["tile_n"] = 8;
+         j["layers"][0]["tilings"][1] = j["layers"][0]["tilings"][0];
+       },
+       "tile_n 8 appears twice"},
+      {[](json& j) { j["layers"][0]["neuron_active_count"][0] = 1000; },
+       "neuron_active_count[0]: 1000 is out of range (at most 300)"},
+      {[](json& j) {
+         j["layers"][0]["neuron_active_count"][0] =
+             j["layers"][0]["neuron_active_count"][0].get<int>() + 1;
+       },
+       "neuron_active_count: sums to"},
+      {[](json& j) { j["layers"][0]["dead_neurons"] = {3}; },
+       "dead_neurons: must list exactly the neurons whose neuron_active_count is 0"},
+      {[](json& j) { j["layers"][0]["dead_fraction"] = 0.5; },
+       "layers[0].dead_fraction: is 0.5 but dead_neurons gives 0.1"},
+      {[](json& j) { j["layers"].push_back(j["layers"][0]); },
+       "layers[1].index: layer indices must be strictly increasing"},
   };
   for (const auto& c : cases) {
     json j = good;
@@ -172,6 +202,8 @@ TEST_CASE("schema violations are errors that name the field") {
     CHECK(e.rfind("p.json: ", 0) == 0);
     CHECK_THAT(e, Catch::Contains(c.want));
   }
-  CHECK_THAT(profile::parse("{not json", "p.json").error().message, Catch::Contains("p.json: not valid JSON"));
-  CHECK_THAT(profile::parse("[]", "p.json").error().message, Catch::Contains("a profile is a JSON object"));
+  CHECK_THAT(profile::parse("{not json", "p.json").error().message,
+             Catch::Contains("p.json: not valid JSON"));
+  CHECK_THAT(profile::parse("[]", "p.json").error().message,
+             Catch::Contains("a profile is a JSON object"));
 }

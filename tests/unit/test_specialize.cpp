@@ -15,7 +15,8 @@ using namespace ffnjit;
 
 namespace {
 
-profile::LayerProfile layer_with_tile_hist(int tile_n, std::vector<std::pair<uint32_t, uint64_t>> bins) {
+profile::LayerProfile layer_with_tile_hist(int tile_n,
+                                           std::vector<std::pair<uint32_t, uint64_t>> bins) {
   profile::LayerProfile l;
   l.d_ff = tile_n * 4;
   profile::Tiling t;
@@ -66,9 +67,11 @@ TEST_CASE("capacity: p99.9 rounded up to 4 entries, clamped to [1, tile_n]") {
   CHECK(c->capacity == 12);
   CHECK(c->observed_max == 30);
   CHECK(c->overflow_fraction == Approx(0.001));
-  CHECK(model::choose_capacity(layer_with_tile_hist(32, {{0, 10}}), 32)->capacity == 4);    // at least one entry, aligned
+  CHECK(model::choose_capacity(layer_with_tile_hist(32, {{0, 10}}), 32)->capacity ==
+        4);  // at least one entry, aligned
   CHECK(model::choose_capacity(layer_with_tile_hist(32, {{0, 1}, {32, 999}}), 32)->capacity == 32);
-  CHECK(model::choose_capacity(layer_with_tile_hist(30, {{29, 1000}}), 30)->capacity == 30);  // clamped to tile_n
+  CHECK(model::choose_capacity(layer_with_tile_hist(30, {{29, 1000}}), 30)->capacity ==
+        30);  // clamped to tile_n
   model::CapacityRule max_rule{1.0, 1};
   CHECK(model::choose_capacity(l, 32, max_rule)->capacity == 30);
   CHECK_THAT(model::choose_capacity(l, 64).error().message, Catch::Contains("no tile width 64"));
@@ -78,7 +81,8 @@ TEST_CASE("permutation checks and inversion") {
   CHECK(model::check_permutation({2, 0, 1}, 3));
   CHECK_THAT(model::check_permutation({0, 0, 1}, 3).message(), Catch::Contains("not a bijection"));
   CHECK_THAT(model::check_permutation({0, 3, 1}, 3).message(), Catch::Contains("out of range"));
-  CHECK_THAT(model::check_permutation({0, 1}, 3).message(), Catch::Contains("2 entries for d_ff=3"));
+  CHECK_THAT(model::check_permutation({0, 1}, 3).message(),
+             Catch::Contains("2 entries for d_ff=3"));
   CHECK(model::invert_permutation({2, 0, 1}) == std::vector<uint32_t>{1, 2, 0});
 }
 
@@ -90,9 +94,10 @@ TEST_CASE("on the demo checkpoint the permutation is a bijection that lowers the
     for (int tile_n : {64, 128}) {
       auto p = model::find_permutation(fit, tile_n, &held);
       REQUIRE(p);
-      INFO("layer " << l.index << " tile_n " << tile_n << ": fit max " << p->fit_before.max << " -> "
-                    << p->fit_after.max << ", held-out max " << p->eval_before.max << " -> " << p->eval_after.max
-                    << " p99.9 " << p->eval_before.p999 << " -> " << p->eval_after.p999);
+      INFO("layer " << l.index << " tile_n " << tile_n << ": fit max " << p->fit_before.max
+                    << " -> " << p->fit_after.max << ", held-out max " << p->eval_before.max
+                    << " -> " << p->eval_after.max << " p99.9 " << p->eval_before.p999 << " -> "
+                    << p->eval_after.p999);
       CHECK(model::check_permutation(p->new_to_old, l.d_ff));
       CHECK(p->held_out);
       CHECK(p->fit_after.max < p->fit_before.max);  // on the tokens it was fitted to
@@ -105,7 +110,11 @@ TEST_CASE("on the demo checkpoint the permutation is a bijection that lowers the
     // At tile_n 256 it also generalizes to the held-out tokens of the demo (at narrower
     // tiles the held-out peak is set by chance co-occurrences the fit cannot foresee).
     auto p64 = model::find_permutation(fit, 256, &held);
-    INFO("tile 256 held-out max " << p64->eval_before.max << " -> " << p64->eval_after.max << " p999 " << p64->eval_before.p999 << " -> " << p64->eval_after.p999 << " p99 " << p64->eval_before.p99 << " -> " << p64->eval_after.p99 << " bound " << p64->eval_before.bound);
+    INFO("tile 256 held-out max " << p64->eval_before.max << " -> " << p64->eval_after.max
+                                  << " p999 " << p64->eval_before.p999 << " -> "
+                                  << p64->eval_after.p999 << " p99 " << p64->eval_before.p99
+                                  << " -> " << p64->eval_after.p99 << " bound "
+                                  << p64->eval_before.bound);
     CHECK(p64->improves);
     CHECK(p64->eval_after.max < p64->eval_before.max);
   }
@@ -133,7 +142,8 @@ TEST_CASE("applying the permutation leaves the fp64 reference output unchanged")
     CHECK(std::sqrt(num / den) < 1e-9);
     // Rows of Wg/Wu and columns of Wd moved together.
     const uint32_t o = p->new_to_old[7];
-    CHECK(std::equal(pw.wu.begin() + 7 * w->d_model, pw.wu.begin() + 8 * w->d_model, w->wu.begin() + o * w->d_model));
+    CHECK(std::equal(pw.wu.begin() + 7 * w->d_model, pw.wu.begin() + 8 * w->d_model,
+                     w->wu.begin() + o * w->d_model));
     CHECK(pw.wd[3 * size_t(w->d_ff) + 7] == w->wd[3 * size_t(w->d_ff) + o]);
   }
 }
@@ -163,14 +173,17 @@ TEST_CASE("dead neurons: report, and pruning states its error on held-out tokens
   t.wg.assign(16 * 8, float_to_bf16(-1.0f));
   t.wu.assign(16 * 8, float_to_bf16(0.5f));
   t.wd.assign(8 * 16, float_to_bf16(0.25f));
-  for (int k = 0; k < 8; ++k) t.wg[0 * 8 + k] = t.wg[1 * 8 + k] = float_to_bf16(1.0f);  // neurons 0, 1 fire
+  for (int k = 0; k < 8; ++k)
+    t.wg[0 * 8 + k] = t.wg[1 * 8 + k] = float_to_bf16(1.0f);  // neurons 0, 1 fire
   profile::LayerProfile lp;
-  lp.index = 0, lp.d_ff = 16, lp.dead_neurons = {1, 2, 3, 4, 5, 6, 7, 8, 9};  // 1 wrongly called dead
+  lp.index = 0, lp.d_ff = 16,
+  lp.dead_neurons = {1, 2, 3, 4, 5, 6, 7, 8, 9};  // 1 wrongly called dead
   std::vector<uint16_t> xin(8, float_to_bf16(1.0f));
   auto q = model::prune_dead(t, lp, xin.data(), 1);
   REQUIRE(q);
   CHECK(q->removed == 8);  // 9 dead, 8 removed so that d_ff stays a multiple of 8
   CHECK(q->pruned_activations == 1);
   CHECK(q->rel_error == Approx(0.5));
-  CHECK_THAT(model::prune_dead(t, lp, xin.data(), 0).error().message, Catch::Contains("held-out inputs"));
+  CHECK_THAT(model::prune_dead(t, lp, xin.data(), 0).error().message,
+             Catch::Contains("held-out inputs"));
 }
