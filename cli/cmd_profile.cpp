@@ -6,6 +6,7 @@
 
 #include "cli/args.hpp"
 #include "cli/commands.hpp"
+#include "tuner/gpu_gate.hpp"
 #include "model/checkpoint.hpp"
 #include "model/profiler.hpp"
 #include "model/specialize.hpp"
@@ -118,6 +119,8 @@ int cmd_profile(const Argv& argv) {
   args.option("tile-n", "LIST", "tile widths to record, comma-separated",
               std::string("32,64,128,256"));
   args.option("threads", "N", "CPU threads for the gate (0: all cores)", std::string("0"));
+  args.flag("cpu", "compute the gate on the CPU (fp64) even when a GPU is present");
+  args.option("device", "N", "GPU ordinal for the gate", std::string("0"));
   args.option("held-out", "FRACTION",
               "hold out the last fraction of each layer's tokens to evaluate on", std::string("0"));
   args.flag("specialize", "report capacity, permutation and dead neurons per layer");
@@ -136,6 +139,8 @@ int cmd_profile(const Argv& argv) {
   if (!widths) return report_error(cmd, widths.error().message, 2);
   auto threads = args.get_int("threads", 0, 4096);
   if (!threads) return report_error(cmd, threads.error().message, 2);
+  auto device = args.get_int("device", 0, 64);
+  if (!device) return report_error(cmd, device.error().message, 2);
   auto spec_tile = args.get_int("spec-tile-n", 1, 65536);
   if (!spec_tile) return report_error(cmd, spec_tile.error().message, 2);
   const std::string held_s = args.get("held-out");
@@ -166,7 +171,19 @@ int cmd_profile(const Argv& argv) {
   model::ProfileOptions po;
   po.tile_widths = *widths;
   po.held_out_fraction = held;
-  auto run = model::profile_checkpoint(*ck, *inputs, po, model::cpu_gate(int(*threads)));
+  // The gate runs on the GPU (ffnjit's own gate kernel) unless --cpu or no GPU is found.
+  model::GateFn gate = model::cpu_gate(int(*threads));
+  po.source = "ffnjit profile (cpu gate)";
+  if (!args.has("cpu")) {
+    if (auto g = gpu_gate(int(*device)); g) {
+      gate = std::move(*g);
+      po.source = "ffnjit profile (gpu gate_pack)";
+      po.batch_tokens = 8192;
+    } else {
+      std::fprintf(stderr, "ffnjit profile: no GPU (%s); computing the gate on the CPU\n", g.error().message.c_str());
+    }
+  }
+  auto run = model::profile_checkpoint(*ck, *inputs, po, gate);
   if (!run) return report_error(cmd, run.error().message);
 
   std::printf("checkpoint: %s (%s, %s naming, %zu %s ReLU FFN layers, fingerprint %s)\n",

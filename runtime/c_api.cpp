@@ -190,6 +190,7 @@ const char* ffnjit_status_name(ffnjit_status s) {
     case FFNJIT_STATUS_COMPILE_ERROR: return "FFNJIT_STATUS_COMPILE_ERROR";
     case FFNJIT_STATUS_DRIVER_ERROR: return "FFNJIT_STATUS_DRIVER_ERROR";
     case FFNJIT_STATUS_INTERNAL_ERROR: return "FFNJIT_STATUS_INTERNAL_ERROR";
+    case FFNJIT_STATUS_MAX_ENUM: break;
   }
   return "FFNJIT_STATUS_UNKNOWN";
 }

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Sets everything up and runs ffnjit's main job on the bundled demo layer: generate
-# and compile the kernels for a SparseLM-1.5B-shaped FFN, print their resources.
+# Sets everything up and runs ffnjit's main job on the bundled demo: writes a small
+# ReLU-gated checkpoint (SparseLM-like sparsity), profiles its sparsity, and pre-tunes
+# every FFN layer for the default batch buckets into a demo cache. With a GPU the
+# tuner times candidates; without one it compiles the default kernels (--compile-only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)"
 ffnjit=build/cli/ffnjit
-$ffnjit doctor
-for family in gate_pack up_down; do
-  $ffnjit inspect --d-model 2048 --d-ff 5632 --gated --tokens 2048 --arch sm_90a --family "$family" --emit resources
-  echo
-done
+demo=build/demo
+rm -rf "$demo" && mkdir -p "$demo"
+$ffnjit doctor --cache "$demo/cache.db"
+$ffnjit demo-checkpoint "$demo/checkpoint"
+$ffnjit profile "$demo/checkpoint" --inputs "$demo/checkpoint/inputs.safetensors" -o "$demo/profile.json" --specialize
+mode=()
+$ffnjit doctor | grep -Eq '^GPUs: +[1-9]' || mode=(--compile-only)
+$ffnjit tune "$demo/checkpoint" --cache "$demo/cache.db" "${mode[@]}"
+$ffnjit cache ls --cache "$demo/cache.db" | head -n 12

@@ -11,9 +11,8 @@ from torch.utils.cpp_extension import load
 
 include_dir, lib_dir = sys.argv[1], sys.argv[2]
 here = os.path.dirname(os.path.abspath(__file__))
-load(name="ffnjit_torch", sources=[os.path.join(here, "ffnjit_torch.cpp")], extra_include_paths=[include_dir],
-     extra_ldflags=[f"-L{lib_dir}", "-lffnjit", f"-Wl,-rpath,{lib_dir}"], with_cuda=True, is_python_module=False,
-     verbose=False)
+ext = load(name="ffnjit_torch", sources=[os.path.join(here, "ffnjit_torch.cpp")], extra_include_paths=[include_dir],
+           extra_ldflags=[f"-L{lib_dir}", "-lffnjit", f"-Wl,-rpath,{lib_dir}"], with_cuda=True, verbose=False)
 
 torch.manual_seed(0)
 dev = "cuda"
@@ -50,7 +49,7 @@ def rel(a, b):
 failures = 0
 for d_model, d_ff, gated in [(2048, 5632, True), (768, 3072, False)]:
     wg, wu, wd = sparse_layer(d_model, d_ff, gated, 0.01)
-    layer = torch.ops.ffnjit.register_layer(wg, wu, wd, f"compare-{d_model}x{d_ff}")
+    layer = ext.register_layer(wg, wu, wd)
     for tokens in [1, 3, 64, 257, 2048]:
         x = inputs(tokens, d_model)
         want = eager(x, wg, wu, wd)

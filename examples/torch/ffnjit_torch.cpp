@@ -1,5 +1,6 @@
-// PyTorch custom operator over the ffnjit C API: torch.ops.ffnjit.ffn(x, layer).
-// Runs on the current CUDA stream and allocates through PyTorch's caching
+// PyTorch custom operator over the ffnjit C API: torch.ops.ffnjit.ffn(x, layer),
+// plus a plain Python function to register layers (module.register_layer). The
+// operator runs on the current CUDA stream and allocates through PyTorch's caching
 // allocator, so it works inside torch.cuda.graphs once warmed up.
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/extension.h>
@@ -22,7 +23,7 @@ void check(ffnjit_status s, const char* what) {
 
 // Registers one FFN layer (Hugging Face layouts, bf16, on one CUDA device) and
 // returns its handle index. gate_proj may be None for a non-gated layer.
-int64_t register_layer(const c10::optional<torch::Tensor>& gate, const torch::Tensor& up, const torch::Tensor& down,
+int64_t register_layer(const std::optional<torch::Tensor>& gate, const torch::Tensor& up, const torch::Tensor& down,
                        const std::string& layer_id) {
   TORCH_CHECK(up.is_cuda() && down.is_cuda(), "weights must be CUDA tensors");
   TORCH_CHECK(up.scalar_type() == torch::kBFloat16 && down.scalar_type() == torch::kBFloat16, "weights must be bf16");
@@ -72,10 +73,10 @@ torch::Tensor ffn(const torch::Tensor& x, int64_t layer_index) {
 
 }  // namespace
 
-TORCH_LIBRARY(ffnjit, m) {
-  m.def("register_layer(Tensor? gate, Tensor up, Tensor down, str layer_id) -> int");
-  m.def("ffn(Tensor x, int layer) -> Tensor");
-}
-
-TORCH_LIBRARY_IMPL(ffnjit, CompositeExplicitAutograd, m) { m.impl("register_layer", register_layer); }
+TORCH_LIBRARY(ffnjit, m) { m.def("ffn(Tensor x, int layer) -> Tensor"); }
 TORCH_LIBRARY_IMPL(ffnjit, CUDA, m) { m.impl("ffn", ffn); }
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("register_layer", &register_layer, "register an FFN layer's weights; returns its index",
+        pybind11::arg("gate"), pybind11::arg("up"), pybind11::arg("down"), pybind11::arg("layer_id") = "");
+}

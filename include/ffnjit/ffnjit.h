@@ -40,7 +40,8 @@ typedef enum ffnjit_status {
   FFNJIT_STATUS_IO_ERROR = 4,         /* file system or cache database trouble */
   FFNJIT_STATUS_COMPILE_ERROR = 5,    /* NVRTC rejected generated code (a bug: please report) */
   FFNJIT_STATUS_DRIVER_ERROR = 6,     /* a CUDA driver call failed */
-  FFNJIT_STATUS_INTERNAL_ERROR = 7    /* a bug in ffnjit */
+  FFNJIT_STATUS_INTERNAL_ERROR = 7,   /* a bug in ffnjit */
+  FFNJIT_STATUS_MAX_ENUM = 0x7fffffff /* keeps every int a valid value (C callers may pass any) */
 } ffnjit_status;
 
 /* The library's version, FFNJIT_VERSION format. Thread-safe. */
@@ -58,7 +59,8 @@ typedef struct ffnjit_layer ffnjit_layer;
 /* What to do when no compiled kernel for a layer and batch bucket is cached. */
 typedef enum ffnjit_miss_policy {
   FFNJIT_COMPILE_ON_MISS = 0, /* compile the default configuration (once per process) */
-  FFNJIT_CACHE_ONLY = 1       /* fail with FFNJIT_STATUS_NOT_FOUND instead */
+  FFNJIT_CACHE_ONLY = 1,      /* fail with FFNJIT_STATUS_NOT_FOUND instead */
+  FFNJIT_MISS_POLICY_MAX_ENUM = 0x7fffffff
 } ffnjit_miss_policy;
 
 typedef struct ffnjit_context_options {
@@ -89,7 +91,7 @@ FFNJIT_API ffnjit_status ffnjit_context_get_stats(const ffnjit_context* ctx, ffn
  * concurrent with other calls on the same context. */
 FFNJIT_API void ffnjit_context_destroy(ffnjit_context* ctx);
 
-typedef enum ffnjit_dtype { FFNJIT_BF16 = 0 } ffnjit_dtype;
+typedef enum ffnjit_dtype { FFNJIT_BF16 = 0, FFNJIT_DTYPE_MAX_ENUM = 0x7fffffff } ffnjit_dtype;
 
 typedef struct ffnjit_layer_desc {
   int d_model;             /* hidden size, multiple of 8 */

@@ -170,7 +170,8 @@ std::string CaseResult::describe() const {
 }
 
 CaseResult run_sparse_case(Gpu& g, const DeviceLayer& layer, const SparseFfnConfig& cfg,
-                           const std::vector<uint16_t>& x, int tokens, const std::vector<int>& must_check) {
+                           const std::vector<uint16_t>& x, int tokens, const std::vector<int>& must_check,
+                           std::vector<uint16_t>* out_copy) {
   CaseResult r;
   const int dm = layer.host.d_model;
   auto dx = DeviceBuffer::alloc(size_t(tokens) * dm * 2);
@@ -200,6 +201,7 @@ CaseResult run_sparse_case(Gpu& g, const DeviceLayer& layer, const SparseFfnConf
   const size_t entries_offset = (counts.size() * 4 + 255) & ~size_t(255);
   CASE_TRY(ws->download(entries.data(), entries.size() * 4, entries_offset));
   r.twell_problem = check_twell(layer.host, cfg, x, counts, entries, check);
+  if (out_copy) *out_copy = std::move(out);
   return r;
 }
 

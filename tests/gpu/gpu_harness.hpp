@@ -53,8 +53,10 @@ struct CaseResult {
 // Runs the sparse forward on `x` (tokens x d_model, bf16) with poisoned output and
 // workspace, and compares against the fp64 reference on a sample of tokens
 // (all tokens when few, plus every token listed in `must_check`).
+// `out_copy`, when given, receives the whole output.
 CaseResult run_sparse_case(Gpu& g, const DeviceLayer& layer, const SparseFfnConfig& cfg, const std::vector<uint16_t>& x,
-                           int tokens, const std::vector<int>& must_check = {});
+                           int tokens, const std::vector<int>& must_check = {},
+                           std::vector<uint16_t>* out_copy = nullptr);
 
 // The same comparison for the cuBLASLt dense path.
 CaseResult run_dense_case(Gpu& g, const DeviceLayer& layer, const std::vector<uint16_t>& x, int tokens);
