@@ -39,6 +39,9 @@ int cmd_tune(const Argv& argv) {
             "kernels and winners in the cache. Resumable: rerun the same command after an interruption.");
   args.positional("checkpoint", "directory with config.json and model.safetensors (or a sharded index)")
       .option("profile", "FILE", "sparsity profile from `ffnjit profile` (per-layer capacity)")
+      .option("inputs", "FILE",
+              "captured FFN inputs (safetensors, layers.N.input) to time on; default: "
+              "<checkpoint>/inputs.safetensors when present, else Gaussian inputs")
       .option("buckets", "LIST", "token buckets", std::string("1,2-4,5-16,17-64,65-256,257-1024,1025-4096,4097+"))
       .option("budget", "SECONDS", "stop starting new entries after this long (0: no limit)", std::string("0"))
       .option("shard", "I/N", "tune only entries i, i+n, ... (merge shards with `ffnjit cache merge`)",
@@ -55,6 +58,7 @@ int cmd_tune(const Argv& argv) {
   TuneOptions o;
   o.checkpoint = args.get("checkpoint");
   o.profile = args.get("profile");
+  o.inputs = args.get("inputs");
   o.cache_path = cache::resolve_cache_path(args.get("cache"));
   auto buckets = parse_buckets(args.get("buckets"));
   if (!buckets) return report_error("tune", buckets.error().message, 2);
@@ -92,14 +96,16 @@ int cmd_tune(const Argv& argv) {
     std::printf("%-26s %-12s %-10s %-52s %10s %10s %8s\n", "layer class", "layers", "bucket", "winner", "time_us",
                 "dense_us", "speedup");
     for (const auto& row : r->rows) {
-      std::string t = row.untimed ? "untimed" : std::to_string(row.winner_us).substr(0, 8);
-      std::string d = row.untimed ? "-" : std::to_string(row.dense_us).substr(0, 8);
-      std::string s = row.untimed ? "-" : std::to_string(row.speedup()).substr(0, 4) + "x";
+      char t[32] = "untimed", d[32] = "-", sp[32] = "-";
+      if (!row.untimed) {
+        std::snprintf(t, sizeof t, "%.1f", row.winner_us);
+        std::snprintf(d, sizeof d, "%.1f", row.dense_us);
+        std::snprintf(sp, sizeof sp, "%.2fx", row.speedup());
+      }
       std::printf("%-26s %-12s %-10s %-52s %10s %10s %8s%s\n", row.signature.c_str(), row.layers.c_str(),
-                  row.bucket.c_str(), row.winner.c_str(), t.c_str(), d.c_str(), s.c_str(),
-                  row.resumed ? "  (from an earlier run)" : "");
+                  row.bucket.c_str(), row.winner.c_str(), t, d, sp, row.resumed ? "  (from an earlier run)" : "");
     }
-    std::printf("cache: %s\n", o.cache_path.c_str());
+    std::printf("timed on: %s\ncache: %s\n", r->input_source.c_str(), o.cache_path.c_str());
   }
   if (r->entries_left) {
     std::fprintf(stderr, "ffnjit tune: %d of %d entries not tuned (%s); run the same command again to continue\n",

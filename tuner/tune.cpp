@@ -3,6 +3,9 @@
 // is committed at once, so an interrupted run resumes where it stopped.
 #include "tuner/tune.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -18,6 +21,8 @@
 #include "codegen/version.hpp"
 #include "model/checkpoint.hpp"
 #include "model/profile.hpp"
+#include "model/profiler.hpp"
+#include "model/safetensors.hpp"
 #include "model/reference.hpp"
 #include "runtime/cache_io.hpp"
 #include "runtime/choice.hpp"
@@ -323,6 +328,22 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
   for (size_t i = 0; i < plan->entries.size(); ++i)
     if (int(i) % o.shards == o.shard) entries.push_back(plan->entries[i]);
 
+  // Real activations when the checkpoint comes with captured inputs.
+  std::map<int, model::LayerInputs> captured;
+  std::string inputs_path = o.inputs;
+  if (inputs_path.empty() && ::access((o.checkpoint + "/inputs.safetensors").c_str(), R_OK) == 0)
+    inputs_path = o.checkpoint + "/inputs.safetensors";
+  TuneResult result;
+  result.input_source = "Gaussian inputs (no captured inputs given)";
+  if (!inputs_path.empty() && !o.compile_only) {
+    auto store = st::Store::open(inputs_path);
+    FFNJIT_TRY(store);
+    auto in = model::load_layer_inputs(*store, info);
+    if (!in) return Error{in.error().kind, inputs_path + ": " + in.error().message};
+    for (auto& li : *in) captured[li.layer] = std::move(li);
+    result.input_source = "captured inputs from " + inputs_path;
+  }
+
   auto cache = cache::Cache::open(o.cache_path);
   FFNJIT_TRY(cache);
 
@@ -342,7 +363,6 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
     id = toolchain_identity(dev->info());
   }
 
-  TuneResult result;
   result.entries_planned = int(entries.size());
   CompilePool pool(o.compile_threads > 0 ? o.compile_threads : int(std::max(1u, std::thread::hardware_concurrency())));
   KernelTable kernels;
@@ -426,11 +446,18 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
       dn = std::move(*d);
     }
     Bench b{dev.get(), &kernels, stream, loaded[e.signature].second.get(), e.tokens, {}, {}, {}, {}, {}, e.layer.d_model};
-    // Inputs: unit Gaussian features, fresh per entry.
-    std::mt19937 rng(uint32_t(i) * 7919u + 17u);
-    std::normal_distribution<float> nd(0.0f, 1.0f);
+    // Inputs: the representative layer's captured activations (cycled to fill the
+    // bucket), else unit Gaussian features, fresh per entry.
     std::vector<uint16_t> xh(size_t(e.tokens) * e.layer.d_model);
-    for (auto& v : xh) v = float_to_bf16(nd(rng));
+    if (auto it = captured.find(e.representative); it != captured.end() && it->second.tokens > 0) {
+      const size_t row = size_t(e.layer.d_model), rows = size_t(it->second.tokens);
+      for (size_t t = 0; t < size_t(e.tokens); ++t)
+        std::copy_n(it->second.x.data() + (t % rows) * row, row, xh.data() + t * row);
+    } else {
+      std::mt19937 rng(uint32_t(i) * 7919u + 17u);
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      for (auto& v : xh) v = float_to_bf16(nd(rng));
+    }
     auto x = DeviceBuffer::alloc(xh.size() * 2);
     FFNJIT_TRY(x);
     b.x = std::move(*x);

@@ -16,6 +16,10 @@ namespace ffnjit {
 struct TuneOptions {
   std::string checkpoint;
   std::string profile;     // optional sparsity profile (JSON)
+  // Captured FFN inputs (safetensors, layers.N.input as written by `ffnjit
+  // demo-checkpoint` or an engine): candidates are timed on real activations.
+  // Empty: <checkpoint>/inputs.safetensors when present, else Gaussian inputs.
+  std::string inputs;
   std::string cache_path;  // resolved cache database
   std::vector<BatchBucket> buckets;
   double budget_s = 0;     // stop starting new entries after this long (0: no limit)
@@ -43,6 +47,7 @@ struct TuneResult {
   bool interrupted = false;
   int compiles = 0;
   std::string skipped_records;  // cache records for another toolchain, if any
+  std::string input_source;     // what the candidates were timed on
 };
 
 struct TuneProgress {
