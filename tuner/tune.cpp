@@ -334,7 +334,7 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
   if (inputs_path.empty() && ::access((o.checkpoint + "/inputs.safetensors").c_str(), R_OK) == 0)
     inputs_path = o.checkpoint + "/inputs.safetensors";
   TuneResult result;
-  result.input_source = "Gaussian inputs (no captured inputs given)";
+  result.input_source = o.compile_only ? "nothing (--compile-only)" : "Gaussian inputs (no captured inputs given)";
   if (!inputs_path.empty() && !o.compile_only) {
     auto store = st::Store::open(inputs_path);
     FFNJIT_TRY(store);
