@@ -4,14 +4,14 @@
 # (C engine on a demo checkpoint, PyTorch operator eager + CUDA graph), the host
 # overhead benchmark and `ffnjit bench`. Full logs go to $OUT; a short summary
 # table is printed last. Binaries come prebuilt in $BIN (scripts/gpu-pack.sh).
-# STEPS selects a subset: tests sanitize examples overhead bench.
+# STEPS selects a subset: tests sanitize examples verify overhead bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${BIN:-.device-carry}")
 OUT=${OUT:-/tmp/ffnjit-gpu-check}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$BIN:${LD_LIBRARY_PATH:-}
-STEPS=${STEPS:-tests sanitize examples overhead bench}
+STEPS=${STEPS:-tests sanitize examples verify overhead bench}
 summary=()
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
@@ -26,6 +26,8 @@ if has tests; then
     rc=$?
     summary+=("$n: rc=$rc, $(grep -E '^(test cases|All tests passed)' "$OUT/$n.log" | tail -1) ($(( $(date +%s) - start )) s)")
   done
+  bash tests/gpu/tune_sigint.sh "$BIN/ffnjit" >"$OUT/tune_sigint.log" 2>&1
+  summary+=("tune_sigint: rc=$?, $(tail -1 "$OUT/tune_sigint.log")")
 fi
 
 if has sanitize; then
@@ -47,6 +49,13 @@ if has examples; then
   fi
   PYTHONUNBUFFERED=1 python3 examples/torch/compare.py "$PWD/include" "$BIN" >"$OUT/example-torch.log" 2>&1
   summary+=("example torch: rc=$?, $(tail -1 "$OUT/example-torch.log")")
+fi
+
+if has verify; then
+  rm -rf /tmp/ffnjit-verify && "$BIN/ffnjit" demo-checkpoint /tmp/ffnjit-verify/ckpt >/dev/null &&
+    "$BIN/ffnjit" tune /tmp/ffnjit-verify/ckpt --cache /tmp/ffnjit-verify/c.db >/dev/null 2>&1 &&
+    "$BIN/ffnjit" cache verify --cache /tmp/ffnjit-verify/c.db >"$OUT/cache-verify.log" 2>&1
+  summary+=("cache verify: rc=$?, $(grep -iE 'loaded|ok' "$OUT/cache-verify.log" | tail -1)")
 fi
 
 if has overhead; then
