@@ -22,33 +22,12 @@
 
 #include "model/safetensors.hpp"
 #include "support/bf16.hpp"
+#include "support/rng.hpp"
 
 namespace ffnjit::model {
 namespace {
 
-// splitmix64 + Box-Muller: identical streams on every compiler and library.
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (double(next() >> 11) + 0.5) * 0x1.0p-53; }  // (0, 1)
-  double normal() {
-    if (have_spare) {
-      have_spare = false;
-      return spare;
-    }
-    const double u = uniform(), v = uniform(), r = std::sqrt(-2.0 * std::log(u));
-    spare = r * std::sin(2 * M_PI * v);
-    have_spare = true;
-    return r * std::cos(2 * M_PI * v);
-  }
-  double spare = 0;
-  bool have_spare = false;
-};
+using Rng = SplitMix64;
 
 double phi(double z) {
   return 0.5 * std::erfc(-z / std::sqrt(2.0));

@@ -4,22 +4,12 @@
 #include <cmath>
 
 #include "support/bf16.hpp"
+#include "support/rng.hpp"
 
 namespace ffnjit::synth {
 namespace {
 
-// splitmix64: fast, good enough for test data, identical on every platform.
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  // Uniform with zero mean and unit variance.
-  float unit() { return float((double(next() >> 11) * 0x1.0p-53) * 2.0 - 1.0) * 1.7320508f; }
-};
+using Rng = SplitMix64;
 
 // Inverse of the standard normal CDF's upper tail: the z with P(Z > z) = p (Acklam's approximation).
 double upper_quantile(double p) {

@@ -2,14 +2,27 @@
 #pragma once
 
 #include <sqlite3.h>
+#include <stdlib.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 
 #include "cache/records.hpp"
 #include "support/hash.hpp"
 
 namespace ffnjit::cache::testing {
+
+// A fresh directory per test, removed afterwards.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "ffnjit-cache-test-XXXXXX").string();
+    path = ::mkdtemp(tmpl.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
 
 inline ToolchainIdentity h100() {
   return {"NVIDIA H100 80GB HBM3", "sm_90a", "580.65", "13.0", "0.1.0"};

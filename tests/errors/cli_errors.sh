@@ -2,20 +2,7 @@
 # errors tier: each bad invocation exits non-zero with one line on stderr that
 # contains the promised message (which names the fix).
 ffnjit=$1
-pass=0 fail=0
-expect() {  # expect "<message substring>" args...
-  local want=$1; shift
-  local err rc lines
-  err=$("$ffnjit" "$@" 2>&1 >/dev/null); rc=$?
-  lines=$(printf '%s' "$err" | grep -c '')
-  if [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && [[ "$err" == *"$want"* ]]; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL: ffnjit $* -> rc=$rc, $lines line(s): $err"
-    echo "      wanted: $want"
-  fi
-}
+source "$(dirname "$0")/expect.sh"
 expect "unknown command 'frobnicate'; run \`ffnjit --help\`" frobnicate
 expect "unknown option --dmodel; run \`ffnjit inspect --help\`" inspect --dmodel 2048
 expect "--d-model and --d-ff are required; e.g. --d-model 2048 --d-ff 5632" inspect --d-ff 5632
@@ -33,5 +20,4 @@ expect "tile_n=96 must be 32, 64, 128 or 256" inspect --d-model 2048 --d-ff 5632
 expect "capacity=300 must be in [1, tile_n=128]" inspect --d-model 2048 --d-ff 5632 --capacity 300
 expect "bytes of shared memory; sm_89 allows" inspect --d-model 2048 --d-ff 5632 --arch sm_89 --bk 64 --stages 6 --tile-n 256 --bm 256 --warps-m 4
 expect "unexpected argument 'extra'; run \`ffnjit doctor --help\`" doctor extra
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

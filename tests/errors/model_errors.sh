@@ -4,20 +4,7 @@
 ffnjit=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-expect() {  # expect "<message substring>" args...
-  local want=$1; shift
-  local err rc lines
-  err=$("$ffnjit" "$@" 2>&1 >/dev/null); rc=$?
-  lines=$(printf '%s' "$err" | grep -c '')
-  if [ "$rc" -ne 0 ] && [ "$lines" -eq 1 ] && [[ "$err" == *"$want"* ]]; then
-    pass=$((pass + 1))
-  else
-    fail=$((fail + 1))
-    echo "FAIL: ffnjit $* -> rc=$rc, $lines line(s): $err"
-    echo "      wanted: $want"
-  fi
-}
+source "$(dirname "$0")/expect.sh"
 "$ffnjit" demo-checkpoint "$tmp/demo" --layers 2 --d-model 64 --d-ff 128 --tokens 32 >/dev/null || { echo "FAIL: demo-checkpoint"; exit 1; }
 in=$tmp/demo/inputs.safetensors
 
@@ -54,5 +41,4 @@ expect "inputs tensor 'layers.0.input' must be [tokens, 64]" profile "$tmp/demo"
 expect "holds no tensor named layers.<N>.input (found: model.embed_tokens.weight" profile "$tmp/demo" --inputs "$tmp/demo/model.safetensors"
 "$ffnjit" demo-checkpoint "$tmp/deep" --layers 3 --d-model 64 --d-ff 128 --tokens 4 >/dev/null
 expect "inputs tensor 'layers.2.input' is for layer 2, but the checkpoint has 2 FFN layers" profile "$tmp/demo" --inputs "$tmp/deep/inputs.safetensors"
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

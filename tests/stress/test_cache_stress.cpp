@@ -22,14 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ffnjit-cache-stress-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
 
 // Starts `args`; with `out_fd`, the child's stdout goes to a pipe read through it.
 pid_t spawn(const std::vector<std::string>& args, int* out_fd = nullptr) {
