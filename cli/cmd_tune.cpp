@@ -85,7 +85,8 @@ int cmd_tune(const Argv& argv) {
 
   if (args.has("json")) {
     nlohmann::json j = {{"checkpoint", o.checkpoint}, {"cache", o.cache_path}, {"entries", nlohmann::json::array()},
-                        {"entries_left", r->entries_left}, {"interrupted", r->interrupted}};
+                        {"entries_left", r->entries_left}, {"interrupted", r->interrupted},
+                        {"fingerprint", r->fingerprint}};
     for (const auto& row : r->rows)
       j["entries"].push_back({{"signature", row.signature}, {"layers", row.layers}, {"bucket", row.bucket},
                               {"winner", row.winner}, {"winner_us", row.winner_us}, {"dense_us", row.dense_us},
@@ -105,7 +106,8 @@ int cmd_tune(const Argv& argv) {
       std::printf("%-26s %-12s %-10s %-52s %10s %10s %8s%s\n", row.signature.c_str(), row.layers.c_str(),
                   row.bucket.c_str(), row.winner.c_str(), t, d, sp, row.resumed ? "  (from an earlier run)" : "");
     }
-    std::printf("timed on: %s\ncache: %s\n", r->input_source.c_str(), o.cache_path.c_str());
+    std::printf("timed on: %s\ncheckpoint fingerprint: %s\ncache: %s\n", r->input_source.c_str(),
+                r->fingerprint.c_str(), o.cache_path.c_str());
   }
   if (r->entries_left) {
     std::fprintf(stderr, "ffnjit tune: %d of %d entries not tuned (%s); run the same command again to continue\n",

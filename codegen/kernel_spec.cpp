@@ -31,6 +31,7 @@ const char* family_name(Family f) {
     case Family::kReduce: return "reduce";
     case Family::kTranspose: return "transpose";
     case Family::kDenseAct: return "dense_act";
+    case Family::kStats: return "stats";
   }
   return "?";
 }
@@ -47,9 +48,10 @@ const char* arch_name(Arch a) {
 }
 
 Expected<Family> parse_family(const std::string& s) {
-  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce, Family::kTranspose, Family::kDenseAct})
+  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce, Family::kTranspose, Family::kDenseAct,
+                   Family::kStats})
     if (s == family_name(f)) return f;
-  return user_error("unknown kernel family '" + s + "'; use gate_pack, up_down, reduce, transpose or dense_act");
+  return user_error("unknown kernel family '" + s + "'; use gate_pack, up_down, reduce, transpose, dense_act or stats");
 }
 
 Expected<Arch> parse_arch(const std::string& s) {
@@ -117,7 +119,7 @@ Status KernelSpec::validate() const {
                         str(T.threads) + "; use more threads");
     if (T.splits < 1 || T.splits > n_tiles())
       return user_error("splits=" + str(T.splits) + " must be in [1, n_tiles=" + str(n_tiles()) + "]");
-    if ((family == Family::kTranspose || family == Family::kDenseAct) && T.splits != 1)
+    if ((family == Family::kTranspose || family == Family::kDenseAct || family == Family::kStats) && T.splits != 1)
       return user_error(std::string(family_name(family)) + " ignores splits; leave it at 1");
     if (family == Family::kTranspose && T.threads != 256)
       return user_error("transpose runs 256 threads (32x8); leave threads at 256");
@@ -156,6 +158,9 @@ std::string KernelSpec::kernel_name() const {
   std::string n = std::string("ffnjit_") + family_name(family) + "_" + a + "_" + dtype_name(layer.dtype);
   if (family == Family::kTranspose) return n;
   if (family == Family::kDenseAct) return n + (layer.gated ? "_g" : "_ng") + "_n" + str(layer.d_ff) + "_t" + str(tile.threads);
+  if (family == Family::kStats)
+    return n + "_n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" + str(sparsity.capacity) + "_t" +
+           str(tile.threads);
   if (family != Family::kReduce) n += layer.gated ? "_g" : "_ng";
   n += "_k" + str(layer.d_model);
   if (family != Family::kReduce) n += "n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" +

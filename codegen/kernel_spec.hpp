@@ -14,6 +14,7 @@ enum class Family {
   kReduce,    // sums the fp32 split partials of kUpDown into the bf16 output
   kTranspose, // Wd -> WdT once at layer registration (shape-independent)
   kDenseAct,  // dense baseline/fallback: h = relu(g) * u between two cuBLASLt GEMMs
+  kStats,     // serving counters from a forward's TwELL (histograms, neuron firing counts)
 };
 
 enum class DType { kBF16 };

@@ -39,6 +39,10 @@ TemplateValues values_for(const KernelSpec& s) {
       v.erase("D_MODEL");
       v.insert({{"D_FF", i(s.layer.d_ff)}, {"GATED", s.layer.gated ? "true" : "false"}});
       break;
+    case Family::kStats:
+      v.erase("D_MODEL");
+      v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)}});
+      break;
   }
   return v;
 }

@@ -2,15 +2,20 @@
 #include "ffnjit/ffnjit.h"
 
 #include <atomic>
+#include <cctype>
+#include <cstring>
+#include <map>
 #include <climits>
 #include <mutex>
 #include <string>
 
 #include "cache/cache.hpp"
+#include "model/profile.hpp"
 #include "cache/location.hpp"
 #include "runtime/buckets.hpp"
 #include "runtime/cache_io.hpp"
 #include "runtime/choice.hpp"
+#include "templates/ffnjit/params.h"
 #include "runtime/device_weights.hpp"
 
 namespace {
@@ -91,7 +96,13 @@ struct ffnjit_layer {
     Choice choice;
     SparseFfnConfig cfg;
     SparseFfnKernels kernels;
+    const LoadedKernel* stats = nullptr;  // serving counters (context option count_sparsity)
+    CUdeviceptr tile_hist = 0;            // this bucket's tile width's per-tile histograms
   };
+  // Serving counters (uint64 on the device): tokens by active neurons, tokens per
+  // neuron, and per tile width the (token, tile) histograms of each tile.
+  DeviceBuffer token_hist, neuron_active;
+  std::map<int, DeviceBuffer> tile_hist;
   std::unique_ptr<DenseFfn> dense;  // made on the first bucket whose winner is dense
   std::mutex mu;
   std::atomic<const Resolved*> resolved[16] = {};
@@ -153,6 +164,22 @@ Expected<const ffnjit_layer::Resolved*> resolve(ffnjit_layer* layer, int bucket)
     auto k = resolve_kernels(ctx->kernels, r->cfg);
     FFNJIT_TRY(k);
     r->kernels = *k;
+    if (ctx->options.count_sparsity) {
+      KernelSpec st = default_spec(Family::kStats, layer->shape, ctx->arch, b, r->cfg.gate.sparsity);
+      st.tile.threads = 128;
+      auto sk = ctx->kernels.get(st);
+      FFNJIT_TRY(sk);
+      r->stats = *sk;
+      const int tn = r->cfg.gate.sparsity.tile_n;
+      auto& hist = layer->tile_hist[tn];
+      if (!hist.size()) {
+        auto h = DeviceBuffer::alloc(size_t(r->cfg.gate.n_tiles()) * (tn + 1) * 8);
+        FFNJIT_TRY(h);
+        hist = std::move(*h);
+        FFNJIT_TRY(hist.fill_bytes(0));
+      }
+      r->tile_hist = hist.ptr();
+    }
   }
   ++(tuned ? ctx->tuned_buckets : ctx->default_buckets);
   layer->owned[bucket] = std::move(r);
@@ -307,6 +334,14 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
   if (Status s = layer->counters.fill_bytes(0); !s) return fail(s);
   layer->device_weights = layer->weights.sparse();
   layer->device_weights.overflow_counter = layer->counters.ptr();
+  if (ctx->options.count_sparsity) {
+    for (auto [buf, n] : {std::pair{&layer->token_hist, d->d_ff + 1}, std::pair{&layer->neuron_active, d->d_ff}}) {
+      auto b = DeviceBuffer::alloc(size_t(n) * 8);
+      if (!b) return fail(b.error());
+      *buf = std::move(*b);
+      if (Status s = buf->fill_bytes(0); !s) return fail(s);
+    }
+  }
   ++ctx->live_layers;
   *out = layer.release();
   return ok();
@@ -396,7 +431,84 @@ ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, 
                                       CUdeviceptr(out), int(tokens), CUdeviceptr(workspace),
                                       static_cast<CUstream>(stream));
   if (!s) return fail(s);
+  if (const LoadedKernel* stats = (*r)->stats) {
+    const TwellView tw = twell_in_workspace((*r)->cfg, int(tokens), CUdeviceptr(workspace));
+    StatsParams sp{reinterpret_cast<const u32*>(tw.counts), reinterpret_cast<const u32*>(tw.entries),
+                   layer->token_hist.as<u64>(), reinterpret_cast<u64*>((*r)->tile_hist), layer->neuron_active.as<u64>(),
+                   int(tokens)};
+    if (Status st = launch(*stats, unsigned(tokens), 1, &sp, static_cast<CUstream>(stream)); !st) return fail(st);
+  }
   return FFNJIT_STATUS_OK;
+}
+
+namespace {
+
+// A sparse histogram from dense uint64 bins.
+profile::Histogram histogram(const uint64_t* bins, size_t n) {
+  profile::Histogram h;
+  for (size_t v = 0; v < n; ++v)
+    if (bins[v]) h.bins.emplace_back(uint32_t(v), bins[v]);
+  return h;
+}
+
+bool is_hex64(const char* s) {
+  if (!s || std::strlen(s) != 64) return false;
+  for (const char* p = s; *p; ++p)
+    if (!std::isxdigit(static_cast<unsigned char>(*p)) || std::isupper(static_cast<unsigned char>(*p))) return false;
+  return true;
+}
+
+}  // namespace
+
+ffnjit_status ffnjit_export_profile(ffnjit_layer* const* layers, int count, const char* fingerprint, const char* path) {
+  if (!layers || count <= 0) return invalid("layers is empty; pass the registered layers in checkpoint order");
+  if (!path || !*path) return invalid("path is empty; name the profile file to write");
+  if (!is_hex64(fingerprint))
+    return invalid("checkpoint_fingerprint must be the 64 lower-case hex digits `ffnjit tune` and `ffnjit profile` print");
+  profile::Profile prof;
+  prof.fingerprint = fingerprint;
+  prof.source = "ffnjit runtime serving counters";
+  for (int i = 0; i < count; ++i) {
+    ffnjit_layer* l = layers[i];
+    if (Status s = check_layer(l); !s) return fail(s);
+    if (l->ctx != layers[0]->ctx) return invalid("layers[" + std::to_string(i) + "] belongs to another context");
+    if (!l->ctx->options.count_sparsity)
+      return invalid("the context was created without count_sparsity; set it in ffnjit_context_options to collect "
+                     "serving counters");
+    if (Status s = l->ctx->device->make_current(); !s) return fail(s);
+    const int dff = l->shape.d_ff;
+    std::vector<uint64_t> tokens_by_active(size_t(dff) + 1), active(dff);
+    if (Status s = l->token_hist.download(tokens_by_active.data(), tokens_by_active.size() * 8); !s) return fail(s);
+    if (Status s = l->neuron_active.download(active.data(), active.size() * 8); !s) return fail(s);
+    profile::LayerProfile lp;
+    lp.index = i, lp.d_model = l->shape.d_model, lp.d_ff = dff, lp.gated = l->shape.gated;
+    lp.per_token = histogram(tokens_by_active.data(), tokens_by_active.size());
+    lp.tokens = lp.per_token.total();
+    lp.neuron_active = active;
+    for (int j = 0; j < dff; ++j)
+      if (!active[j]) lp.dead_neurons.push_back(uint32_t(j));
+    for (const auto& [tn, buf] : l->tile_hist) {
+      profile::Tiling t;
+      t.tile_n = tn, t.n_tiles = (dff + tn - 1) / tn;
+      std::vector<uint64_t> h(size_t(t.n_tiles) * (tn + 1)), all(size_t(tn) + 1, 0);
+      if (Status s = buf.download(h.data(), h.size() * 8); !s) return fail(s);
+      for (int tile = 0; tile < t.n_tiles; ++tile) {
+        const uint64_t* row = h.data() + size_t(tile) * (tn + 1);
+        for (int v = 0; v <= tn; ++v) all[v] += row[v];
+        const profile::Histogram th = histogram(row, size_t(tn) + 1);
+        t.tile_max.push_back(th.max());
+        t.tile_p50.push_back(th.quantile(0.5));
+        t.tile_p90.push_back(th.quantile(0.9));
+        t.tile_p99.push_back(th.quantile(0.99));
+        t.tile_p999.push_back(th.quantile(0.999));
+      }
+      t.per_tile = histogram(all.data(), all.size());
+      lp.tilings.push_back(std::move(t));
+    }
+    prof.layers.push_back(std::move(lp));
+  }
+  if (Status s = profile::write(path, prof); !s) return fail(s);
+  return ok();
 }
 
 }  // extern "C"

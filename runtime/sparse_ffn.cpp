@@ -59,6 +59,11 @@ size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens) { return l
 
 size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens) { return layout(cfg, tokens).overflow; }
 
+TwellView twell_in_workspace(const SparseFfnConfig& cfg, int tokens, CUdeviceptr workspace) {
+  const Layout l = layout(cfg, tokens);
+  return {workspace + l.counts, workspace + l.entries};
+}
+
 Expected<SparseFfnKernels> resolve_kernels(KernelTable& kernels, const SparseFfnConfig& cfg) {
   SparseFfnKernels k;
   auto gate = kernels.get(cfg.gate);

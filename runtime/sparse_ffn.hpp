@@ -58,6 +58,12 @@ Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg,
 Status sparse_ffn_forward(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
 
+// Where a forward left its TwELL in the workspace (for the serving counters).
+struct TwellView {
+  CUdeviceptr counts = 0, entries = 0;
+};
+TwellView twell_in_workspace(const SparseFfnConfig& cfg, int tokens, CUdeviceptr workspace);
+
 // The two halves of sparse_ffn_forward, for benchmarks that time them separately:
 // the gate (writes the TwELL workspace) and up/down (+ reduce) reading it.
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,

@@ -364,6 +364,7 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
   }
 
   result.entries_planned = int(entries.size());
+  result.fingerprint = info.fingerprint;
   CompilePool pool(o.compile_threads > 0 ? o.compile_threads : int(std::max(1u, std::thread::hardware_concurrency())));
   KernelTable kernels;
   cache::Cache* db = &*cache;

@@ -48,6 +48,7 @@ struct TuneResult {
   int compiles = 0;
   std::string skipped_records;  // cache records for another toolchain, if any
   std::string input_source;     // what the candidates were timed on
+  std::string fingerprint;      // the checkpoint's (for profiles written by engines)
 };
 
 struct TuneProgress {

@@ -67,7 +67,8 @@ typedef struct ffnjit_context_options {
   int device;                     /* CUDA device ordinal */
   const char* cache_path;         /* NULL: $FFNJIT_CACHE, else $XDG_CACHE_HOME/ffnjit/cache.db */
   ffnjit_miss_policy miss_policy;
-  int count_sparsity;             /* nonzero: keep per-layer serving counters (a small extra pass) */
+  int count_sparsity;             /* nonzero: keep per-layer serving counters (one small extra kernel per
+                                     sparse forward); read them with ffnjit_export_profile */
 } ffnjit_context_options;
 
 /* Fills `options` with the defaults (device 0, default cache, compile on miss, no counters). */
@@ -134,6 +135,16 @@ FFNJIT_API ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, 
  * may come from several threads. */
 FFNJIT_API ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, int64_t tokens, void* workspace,
                                  size_t workspace_bytes, void* stream);
+
+/* Writes what the layers saw while serving (histograms of active neurons per token
+ * and per (token, tile), per-neuron firing counts, dead neurons) as an ffnjit profile
+ * (docs/profile.md) that `ffnjit tune --profile` reads. layers[i] must be FFN layer i
+ * of the checkpoint with this fingerprint (64 hex digits, printed by `ffnjit tune`
+ * and `ffnjit profile`), all from one context created with count_sparsity. Buckets
+ * served by the dense fallback produce no TwELL and are not counted. Synchronizes
+ * with the device; not concurrent with forwards on these layers. */
+FFNJIT_API ffnjit_status ffnjit_export_profile(ffnjit_layer* const* layers, int count,
+                                               const char* checkpoint_fingerprint, const char* path);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -55,3 +55,17 @@ struct DenseActParams {
 };
 
 }  // namespace ffnjit
+
+namespace ffnjit {
+
+// Serving counters accumulated from a forward's TwELL counts (docs/runtime.md).
+struct StatsParams {
+  const u32* counts;   // [tokens][n_tiles]
+  const u32* entries;  // [tokens][n_tiles][capacity]
+  u64* token_hist;     // [d_ff + 1]: tokens by active neurons
+  u64* tile_hist;      // [n_tiles][tile_n + 1]: (token, tile) pairs by active neurons, per tile
+  u64* neuron_active;  // [d_ff]: tokens in which the neuron fired (stored entries only)
+  int tokens;
+};
+
+}  // namespace ffnjit

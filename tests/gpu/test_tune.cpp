@@ -5,12 +5,14 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
 #include "ffnjit/ffnjit.h"
 #include "model/checkpoint.hpp"
 #include "model/demo.hpp"
+#include "model/profile.hpp"
 #include "model/reference.hpp"
 #include "runtime/buckets.hpp"
 #include "support/bf16.hpp"
@@ -131,5 +133,80 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
               (long long)st.tuned_buckets, (long long)st.kernels_from_cache, (long long)st.kernels_compiled);
   for (auto* l : layers) ffnjit_layer_destroy(l);
   ffnjit_context_destroy(ctx);
+
+  // Serving counters close the loop: serve with count_sparsity, export a profile,
+  // and tune from it (per-layer capacity classes).
+  co.miss_policy = FFNJIT_COMPILE_ON_MISS;
+  co.count_sparsity = 1;
+  REQUIRE(ffnjit_context_create(&co, &ctx) == FFNJIT_STATUS_OK);
+  layers.clear();
+  uint64_t served = 0, expected_active = 0;
+  for (size_t i = 0; i < host.size(); ++i) {
+    const auto& w = host[i];
+    const size_t bytes = size_t(w.d_model) * w.d_ff * 2;
+    auto wg = *DeviceBuffer::alloc(bytes), wu = *DeviceBuffer::alloc(bytes), wd = *DeviceBuffer::alloc(bytes);
+    REQUIRE(wg.upload(w.wg.data(), bytes));
+    REQUIRE(wu.upload(w.wu.data(), bytes));
+    REQUIRE(wd.upload(w.wd.data(), bytes));
+    ffnjit_layer_desc d{};
+    d.d_model = w.d_model, d.d_ff = w.d_ff, d.gated = 1, d.dtype = FFNJIT_BF16;
+    d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
+    d.down_proj = reinterpret_cast<void*>(wd.ptr());
+    d.layer_id = "serving-counters";  // no tuned records: the sparse defaults run, and are counted
+    ffnjit_layer* l = nullptr;
+    REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
+    layers.push_back(l);
+    for (int m : {1, 300}) {
+      auto xh = synth::make_inputs(m, w.d_model, 5 * m + int(i));
+      auto x = *DeviceBuffer::alloc(xh.size() * 2), out = *DeviceBuffer::alloc(xh.size() * 2);
+      REQUIRE(x.upload(xh.data(), xh.size() * 2));
+      size_t ws_bytes = 0;
+      REQUIRE(ffnjit_layer_workspace_size(l, m, &ws_bytes) == FFNJIT_STATUS_OK);
+      auto ws = *DeviceBuffer::alloc(ws_bytes);
+      REQUIRE(ffnjit_ffn_forward(l, reinterpret_cast<void*>(x.ptr()), reinterpret_cast<void*>(out.ptr()), m,
+                                 reinterpret_cast<void*>(ws.ptr()), ws_bytes, g->stream) == FFNJIT_STATUS_OK);
+      REQUIRE(cu->cuStreamSynchronize(g->stream) == CUDA_SUCCESS);
+      if (i == 0) {
+        served += m;
+        std::vector<double> gate(w.d_ff);
+        for (int t = 0; t < m; ++t) {
+          ref::gate_row(w.view(), xh.data() + size_t(t) * w.d_model, gate.data());
+          for (double v : gate) expected_active += v > 0;
+        }
+      }
+    }
+  }
+  const std::string prof_path = dir + "/served.json";
+  INFO(ffnjit_last_error());
+  REQUIRE(ffnjit_export_profile(layers.data(), int(layers.size()), ckpt->info().fingerprint.c_str(),
+                                prof_path.c_str()) == FFNJIT_STATUS_OK);
+  auto prof = profile::read(prof_path);
+  REQUIRE(prof);
+  REQUIRE(prof->layers.size() == layers.size());
+  const auto& l0 = prof->layers[0];
+  CHECK(l0.tokens == served);
+  const double seen = l0.per_token.mean() * double(l0.tokens);
+  CHECK(std::fabs(seen - double(expected_active)) <= 0.01 * double(expected_active) + 2);
+  REQUIRE(l0.tiling(128));
+  uint64_t neuron_total = 0;
+  for (uint64_t v : l0.neuron_active) neuron_total += v;
+  CHECK(neuron_total <= uint64_t(seen + 0.5));
+  CHECK(neuron_total >= uint64_t(0.95 * seen));  // only tiles over capacity lose neurons here
+  std::printf("serving counters: %llu tokens, %.2f active per token (fp64 reference %.2f); profile %s\n",
+              (unsigned long long)l0.tokens, l0.per_token.mean(), double(expected_active) / double(served),
+              prof_path.c_str());
+  for (auto* l : layers) ffnjit_layer_destroy(l);
+  ffnjit_context_destroy(ctx);
+
+  TuneOptions po = o;
+  po.profile = prof_path;
+  po.compile_only = true;
+  po.cache_path = dir + "/profiled.db";
+  po.stop = nullptr;
+  auto tuned = run_tune(po, {});
+  INFO((tuned ? std::string() : tuned.error().message));
+  REQUIRE(tuned);
+  REQUIRE(!tuned->rows.empty());
+  CHECK(tuned->rows[0].signature.find(":tn128c") != std::string::npos);
   std::filesystem::remove_all(dir);
 }

@@ -25,6 +25,13 @@ std::vector<KernelSpec> variants(Arch arch) {
   KernelSpec r = default_spec(Family::kReduce, shapes[0], arch, {1, 1});
   r.tile.splits = 4;
   out.push_back(r);
+  // The helpers: weight transpose, dense activation (both gatings), serving counters.
+  out.push_back(default_spec(Family::kTranspose, shapes[0], arch, {1, 1}));
+  out.push_back(default_spec(Family::kDenseAct, shapes[0], arch, {1, 1}));
+  out.push_back(default_spec(Family::kDenseAct, shapes[4], arch, {1, 1}));
+  KernelSpec st = default_spec(Family::kStats, shapes[0], arch, {1, 1});
+  st.tile.threads = 128;
+  out.push_back(st);
   // Tile variants on the 1.5B shape.
   for (int tile_n : {64, 128, 256})
     for (int bk : {32, 64}) {
