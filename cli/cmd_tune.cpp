@@ -1,4 +1,6 @@
 // `ffnjit tune <checkpoint>`: pre-tune every FFN layer for the engine's batch buckets.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 
@@ -20,6 +22,10 @@ extern "C" void on_sigint(int) {
 }
 
 void draw_progress(const TuneProgress& p) {
+  if (!isatty(STDERR_FILENO)) {  // logs: one line per entry instead of a redrawn bar
+    if (p.done < p.total) std::fprintf(stderr, "[%d/%d] %4.0fs %s\n", p.done + 1, p.total, p.elapsed_s, p.current.c_str());
+    return;
+  }
   const int width = 30;
   const int filled = p.total ? width * p.done / p.total : width;
   const double eta = p.done ? p.elapsed_s / p.done * (p.total - p.done) : 0;

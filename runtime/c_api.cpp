@@ -68,7 +68,6 @@ struct ffnjit_context {
   Arch arch = Arch::kSm90a;
   ffnjit_context_options options{};
   std::string cache_path;
-  std::atomic<int> live_layers{0};
   // The SQLite cache, used only while resolving a bucket (never on the hot path).
   std::mutex cache_mu;
   std::unique_ptr<cache::Cache> cache;
@@ -342,7 +341,6 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
       if (Status s = buf->fill_bytes(0); !s) return fail(s);
     }
   }
-  ++ctx->live_layers;
   *out = layer.release();
   return ok();
 }
@@ -370,7 +368,6 @@ ffnjit_status ffnjit_layer_get_stats(ffnjit_layer* layer, ffnjit_layer_stats* ou
 void ffnjit_layer_destroy(ffnjit_layer* layer) {
   if (!layer || layer->magic != kLayerMagic) return;
   layer->magic = 0;
-  --layer->ctx->live_layers;
   delete layer;
 }
 

@@ -12,7 +12,7 @@ trap 'rm -rf "$dir"' EXIT
 "$ffnjit" demo-checkpoint "$dir/ckpt" --layers 2 >/dev/null || exit 1
 "$ffnjit" tune "$dir/ckpt" --cache "$dir/c.db" --json >"$dir/first.json" 2>"$dir/first.err" &
 pid=$!
-for _ in $(seq 1 1200); do grep -q ' 1/8 ' "$dir/first.err" && break; sleep 0.1; done
+for _ in $(seq 1 1200); do grep -q '^\[2/8\]' "$dir/first.err" && break; sleep 0.1; done  # entry 2 started: 1 is committed
 kill -INT "$pid"
 wait "$pid"
 rc=$?
