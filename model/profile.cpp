@@ -558,13 +558,40 @@ Status Builder::add_active(int layer, const ActiveSets& batch) {
 }
 
 namespace {
+}  // namespace
+
 Histogram from_dense(const uint64_t* counts, size_t n) {
   Histogram h;
   for (size_t v = 0; v < n; ++v)
     if (counts[v]) h.bins.emplace_back(uint32_t(v), counts[v]);
   return h;
 }
-}  // namespace
+
+Tiling tiling_from_dense(int tile_n, int d_ff, const uint64_t* per_tile) {
+  Tiling t;
+  t.tile_n = tile_n;
+  t.n_tiles = (d_ff + tile_n - 1) / tile_n;
+  std::vector<uint64_t> all(size_t(tile_n) + 1, 0);
+  for (int tile = 0; tile < t.n_tiles; ++tile) {
+    const uint64_t* row = per_tile + size_t(tile) * (tile_n + 1);
+    for (int v = 0; v <= tile_n; ++v) all[v] += row[v];
+    const Histogram h = from_dense(row, size_t(tile_n) + 1);
+    t.tile_max.push_back(h.max());
+    t.tile_p50.push_back(h.quantile(0.5));
+    t.tile_p90.push_back(h.quantile(0.9));
+    t.tile_p99.push_back(h.quantile(0.99));
+    t.tile_p999.push_back(h.quantile(0.999));
+  }
+  t.per_tile = from_dense(all.data(), all.size());
+  return t;
+}
+
+std::vector<uint32_t> dead_neurons(const std::vector<uint64_t>& neuron_active) {
+  std::vector<uint32_t> dead;
+  for (size_t j = 0; j < neuron_active.size(); ++j)
+    if (neuron_active[j] == 0) dead.push_back(uint32_t(j));
+  return dead;
+}
 
 Profile Builder::finish(std::string fingerprint, std::string model_type, std::string source) const {
   Profile p;
@@ -573,26 +600,9 @@ Profile Builder::finish(std::string fingerprint, std::string model_type, std::st
   for (const Acc& a : layers_) {
     LayerProfile l = a.meta;
     l.per_token = from_dense(a.per_token.data(), a.per_token.size());
-    for (size_t w = 0; w < opts_.tile_widths.size(); ++w) {
-      Tiling t;
-      t.tile_n = opts_.tile_widths[w];
-      t.n_tiles = (l.d_ff + t.tile_n - 1) / t.tile_n;
-      std::vector<uint64_t> all(size_t(t.tile_n) + 1, 0);
-      for (int tile = 0; tile < t.n_tiles; ++tile) {
-        const uint64_t* row = a.tile_hist[w].data() + size_t(tile) * (t.tile_n + 1);
-        for (int v = 0; v <= t.tile_n; ++v) all[v] += row[v];
-        const Histogram h = from_dense(row, size_t(t.tile_n) + 1);
-        t.tile_max.push_back(h.max());
-        t.tile_p50.push_back(h.quantile(0.5));
-        t.tile_p90.push_back(h.quantile(0.9));
-        t.tile_p99.push_back(h.quantile(0.99));
-        t.tile_p999.push_back(h.quantile(0.999));
-      }
-      t.per_tile = from_dense(all.data(), all.size());
-      l.tilings.push_back(std::move(t));
-    }
-    for (int j = 0; j < l.d_ff; ++j)
-      if (l.neuron_active[j] == 0) l.dead_neurons.push_back(uint32_t(j));
+    for (size_t w = 0; w < opts_.tile_widths.size(); ++w)
+      l.tilings.push_back(tiling_from_dense(opts_.tile_widths[w], l.d_ff, a.tile_hist[w].data()));
+    l.dead_neurons = dead_neurons(l.neuron_active);
     p.layers.push_back(std::move(l));
   }
   return p;

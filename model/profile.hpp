@@ -96,6 +96,13 @@ struct ActiveSets {
 // (fp32 from the GPU gate GEMM or the CPU reference; a neuron is active when its
 // value is > 0 or NaN, the TwELL packing rule) or already extracted active sets
 // (serving counters). Batches may come in any number and size.
+// From dense counters (as the Builder and the runtime's serving counters keep them):
+// a histogram from bins [n]; a tiling from per-tile histograms [n_tiles][tile_n + 1];
+// the neurons that never fired.
+Histogram from_dense(const uint64_t* counts, size_t n);
+Tiling tiling_from_dense(int tile_n, int d_ff, const uint64_t* per_tile);
+std::vector<uint32_t> dead_neurons(const std::vector<uint64_t>& neuron_active);
+
 class Builder {
  public:
   struct Options {

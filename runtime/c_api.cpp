@@ -440,14 +440,6 @@ ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, 
 
 namespace {
 
-// A sparse histogram from dense uint64 bins.
-profile::Histogram histogram(const uint64_t* bins, size_t n) {
-  profile::Histogram h;
-  for (size_t v = 0; v < n; ++v)
-    if (bins[v]) h.bins.emplace_back(uint32_t(v), bins[v]);
-  return h;
-}
-
 bool is_hex64(const char* s) {
   if (!s || std::strlen(s) != 64) return false;
   for (const char* p = s; *p; ++p)
@@ -479,28 +471,14 @@ ffnjit_status ffnjit_export_profile(ffnjit_layer* const* layers, int count, cons
     if (Status s = l->neuron_active.download(active.data(), active.size() * 8); !s) return fail(s);
     profile::LayerProfile lp;
     lp.index = i, lp.d_model = l->shape.d_model, lp.d_ff = dff, lp.gated = l->shape.gated;
-    lp.per_token = histogram(tokens_by_active.data(), tokens_by_active.size());
+    lp.per_token = profile::from_dense(tokens_by_active.data(), tokens_by_active.size());
     lp.tokens = lp.per_token.total();
     lp.neuron_active = active;
-    for (int j = 0; j < dff; ++j)
-      if (!active[j]) lp.dead_neurons.push_back(uint32_t(j));
+    lp.dead_neurons = profile::dead_neurons(active);
     for (const auto& [tn, buf] : l->tile_hist) {
-      profile::Tiling t;
-      t.tile_n = tn, t.n_tiles = (dff + tn - 1) / tn;
-      std::vector<uint64_t> h(size_t(t.n_tiles) * (tn + 1)), all(size_t(tn) + 1, 0);
+      std::vector<uint64_t> h(size_t((dff + tn - 1) / tn) * (tn + 1));
       if (Status s = buf.download(h.data(), h.size() * 8); !s) return fail(s);
-      for (int tile = 0; tile < t.n_tiles; ++tile) {
-        const uint64_t* row = h.data() + size_t(tile) * (tn + 1);
-        for (int v = 0; v <= tn; ++v) all[v] += row[v];
-        const profile::Histogram th = histogram(row, size_t(tn) + 1);
-        t.tile_max.push_back(th.max());
-        t.tile_p50.push_back(th.quantile(0.5));
-        t.tile_p90.push_back(th.quantile(0.9));
-        t.tile_p99.push_back(th.quantile(0.99));
-        t.tile_p999.push_back(th.quantile(0.999));
-      }
-      t.per_tile = histogram(all.data(), all.size());
-      lp.tilings.push_back(std::move(t));
+      lp.tilings.push_back(profile::tiling_from_dense(tn, dff, h.data()));
     }
     prof.layers.push_back(std::move(lp));
   }
