@@ -27,8 +27,10 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 const char* family_name(Family f) {
   switch (f) {
     case Family::kGatePack: return "gate_pack";
+    case Family::kPack: return "pack";
     case Family::kUpDown: return "up_down";
-    case Family::kReduce: return "reduce";
+    case Family::kUp: return "up";
+    case Family::kDown: return "down";
     case Family::kTranspose: return "transpose";
     case Family::kDenseAct: return "dense_act";
     case Family::kStats: return "stats";
@@ -48,10 +50,11 @@ const char* arch_name(Arch a) {
 }
 
 Expected<Family> parse_family(const std::string& s) {
-  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce, Family::kTranspose, Family::kDenseAct,
-                   Family::kStats})
+  for (Family f : {Family::kGatePack, Family::kPack, Family::kUpDown, Family::kUp, Family::kDown,
+                   Family::kTranspose, Family::kDenseAct, Family::kStats})
     if (s == family_name(f)) return f;
-  return user_error("unknown kernel family '" + s + "'; use gate_pack, up_down, reduce, transpose, dense_act or stats");
+  return user_error("unknown kernel family '" + s +
+                    "'; use gate_pack, pack, up_down, up, down, transpose, dense_act or stats");
 }
 
 Expected<Arch> parse_arch(const std::string& s) {
@@ -114,12 +117,19 @@ Status KernelSpec::validate() const {
                         " ignores bm/bk/warps/stages; leave them at their defaults");
     if (T.threads != 128 && T.threads != 256 && T.threads != 512)
       return user_error("threads=" + str(T.threads) + " must be 128, 256 or 512");
-    if (ceil_div(L.d_model / 8, T.threads) > 8)
+    const int slice_vecs = L.d_model / 8 / (family == Family::kDown ? std::max(1, T.splits) : 1);
+    if (ceil_div(slice_vecs, T.threads) > 8)
       return user_error("d_model=" + str(L.d_model) + " needs more than 8 vectors per thread at threads=" +
                         str(T.threads) + "; use more threads");
-    if (T.splits < 1 || T.splits > n_tiles())
+    if (family == Family::kDown) {
+      if (T.splits < 1 || (L.d_model / 8) % T.splits != 0)
+        return user_error("down splits=" + str(T.splits) + " must divide d_model/8=" + str(L.d_model / 8));
+    } else if (T.splits < 1 || T.splits > n_tiles()) {
       return user_error("splits=" + str(T.splits) + " must be in [1, n_tiles=" + str(n_tiles()) + "]");
-    if ((family == Family::kTranspose || family == Family::kDenseAct || family == Family::kStats) && T.splits != 1)
+    }
+    if ((family == Family::kTranspose || family == Family::kDenseAct || family == Family::kStats ||
+         family == Family::kPack) &&
+        T.splits != 1)
       return user_error(std::string(family_name(family)) + " ignores splits; leave it at 1");
     if (family == Family::kTranspose && T.threads != 256)
       return user_error("transpose runs 256 threads (32x8); leave threads at 256");
@@ -142,12 +152,12 @@ int KernelSpec::dynamic_smem_bytes() const {
     int epilogue = tile.bm * (sparsity.tile_n + 8) * 2;
     return std::max(pipeline, epilogue);
   }
-  if (family == Family::kUpDown) {
-    int tiles_per_split = ceil_div(n_tiles(), tile.splits);
+  if (family == Family::kUpDown || family == Family::kUp || family == Family::kDown) {
+    int tiles_per_split = family == Family::kDown ? n_tiles() : ceil_div(n_tiles(), tile.splits);
     return layer.d_model * 2                                // x row, bf16
            + tiles_per_split * sparsity.capacity * 8       // (h, neuron) list
            + sparsity.tile_n * 4                           // overflow tile's h
-           + (tiles_per_split + 1) * 4 + 16;               // list offsets, flags
+           + (tiles_per_split + 2) * 4 + 16;               // list offsets, overflow flag
   }
   return 0;
 }
@@ -158,13 +168,12 @@ std::string KernelSpec::kernel_name() const {
   std::string n = std::string("ffnjit_") + family_name(family) + "_" + a + "_" + dtype_name(layer.dtype);
   if (family == Family::kTranspose) return n;
   if (family == Family::kDenseAct) return n + (layer.gated ? "_g" : "_ng") + "_n" + str(layer.d_ff) + "_t" + str(tile.threads);
-  if (family == Family::kStats)
+  if (family == Family::kStats || family == Family::kPack)
     return n + "_n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" + str(sparsity.capacity) + "_t" +
            str(tile.threads);
-  if (family != Family::kReduce) n += layer.gated ? "_g" : "_ng";
-  n += "_k" + str(layer.d_model);
-  if (family != Family::kReduce) n += "n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" +
-                                      str(sparsity.capacity);
+  n += layer.gated ? "_g" : "_ng";
+  n += "_k" + str(layer.d_model) + "n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" +
+       str(sparsity.capacity);
   if (family == Family::kGatePack)
     n += "_m" + str(tile.bm) + "k" + str(tile.bk) + "w" + str(tile.warps_m) + "x" + str(tile.warps_n) + "s" +
          str(tile.stages);
@@ -207,13 +216,20 @@ KernelSpec default_spec(Family family, const LayerShape& layer, Arch arch, const
     const int acc = (s.tile.bm / s.tile.warps_m) * (sparsity.tile_n / s.tile.warps_n) / 32;
     s.tile.min_blocks = s.tile.bm >= 128 && acc <= 64 ? 2 : 1;  // 128 accumulators need > 128 registers
     if (arch == Arch::kSm89) s.tile.stages = 2;
-  } else if (family == Family::kUpDown || family == Family::kReduce) {
+  } else if (family == Family::kUpDown || family == Family::kUp) {
     s.tile.threads = layer.d_model / 8 > 256 * 4 ? 512 : 256;
     // Four CTAs per SM caps registers at 64: more gathers in flight (1.8x on H100).
-    if (family == Family::kUpDown) s.tile.min_blocks = s.tile.threads == 512 ? 2 : 4;
+    s.tile.min_blocks = s.tile.threads == 512 ? 2 : 4;
     // Few tokens: split each token's tiles over CTAs so every SM has work.
     if (family == Family::kUpDown && bucket.max_tokens <= 16)
       s.tile.splits = std::min(s.n_tiles(), std::max(1, 128 / std::max(1, bucket.max_tokens)));
+  } else if (family == Family::kDown) {
+    // Two column halves: each wave of CTAs gathers from half of WdT.
+    s.tile.splits = (layer.d_model / 8) % 2 == 0 ? 2 : 1;
+    s.tile.threads = layer.d_model / 8 / s.tile.splits > 256 * 4 ? 512 : 128;
+    s.tile.min_blocks = s.tile.threads == 512 ? 2 : 8;
+  } else if (family == Family::kPack) {
+    s.tile.threads = 128;
   }
   return s;
 }

@@ -10,8 +10,10 @@ namespace ffnjit {
 // What the generated kernel computes (design.md section 5).
 enum class Family {
   kGatePack,  // x·Wg^T (or x·Wu^T non-gated) on tensor cores, ReLU, TwELL packing fused
+  kPack,      // TwELL packing of a gate a cuBLASLt GEMM (ReLU epilogue) computed
   kUpDown,    // from the packed gate: h = g ⊙ (x·Wu^T) on active neurons, out = h·Wd^T; exact overflow
-  kReduce,    // sums the fp32 split partials of kUpDown into the bf16 output
+  kUp,        // the up half alone: h = g ⊙ (x·Wu^T) written over the TwELL's gate values
+  kDown,      // the down half alone: out = h·Wd^T from the TwELL, output columns split over CTAs
   kTranspose, // Wd -> WdT once at layer registration (shape-independent)
   kDenseAct,  // dense baseline/fallback: h = relu(g) * u between two cuBLASLt GEMMs
   kStats,     // serving counters from a forward's TwELL (histograms, neuron firing counts)
@@ -56,7 +58,8 @@ struct TileConfig {
   int warps_m = 2;
   int warps_n = 4;
   int stages = 3;
-  // up_down: threads per CTA and how many CTAs share one token (split over tiles).
+  // up_down, up, down, pack: threads per CTA; up_down and up: CTAs per token (its
+  // tiles split between them); down: CTAs per token (its output columns split).
   int threads = 256;
   int splits = 1;
   // All families: CTAs per SM promised to ptxas (__launch_bounds__ second argument).

@@ -26,11 +26,17 @@ TemplateValues values_for(const KernelSpec& s) {
                 {"WARPS_N", i(s.tile.warps_n)}, {"STAGES", i(s.tile.stages)}});
       break;
     case Family::kUpDown:
+    case Family::kUp:
+    case Family::kDown:
       v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},
-                {"GATED", s.layer.gated ? "true" : "false"}, {"SPLITS", i(s.tile.splits)}});
+                {"GATED", s.layer.gated ? "true" : "false"}, {"SPLITS", i(s.tile.splits)},
+                {"MODE", s.family == Family::kUp     ? "kModeUp"
+                         : s.family == Family::kDown ? "kModeDown"
+                                                     : "kModeFused"}});
       break;
-    case Family::kReduce:
-      v.insert({"SPLITS", i(s.tile.splits)});
+    case Family::kPack:
+      v.erase("D_MODEL");
+      v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)}});
       break;
     case Family::kTranspose:
       v.erase("D_MODEL");
@@ -72,7 +78,10 @@ std::span<const EmbeddedFile> device_headers() {
 
 Expected<Source> generate_source(const KernelSpec& spec) {
   FFNJIT_TRY(spec.validate());
-  const std::string tpl_path = std::string("instances/") + family_name(spec.family) + ".cu.in";
+  // up and down are modes of the up_down template.
+  const bool up_down_mode = spec.family == Family::kUp || spec.family == Family::kDown;
+  const std::string tpl_path =
+      std::string("instances/") + (up_down_mode ? "up_down" : family_name(spec.family)) + ".cu.in";
   std::string_view tpl = find_template(tpl_path);
   if (tpl.empty()) return internal_error("no embedded template " + tpl_path + "; rebuild ffnjit");
 

@@ -7,10 +7,14 @@ std::string Choice::label() const {
   if (strategy == Strategy::kDense) return "dense (cuBLASLt)";
   const auto& g = sparse.gate.tile;
   const auto& u = sparse.up_down.tile;
-  return "sparse tn" + std::to_string(sparse.gate.sparsity.tile_n) + "c" + std::to_string(sparse.gate.sparsity.capacity) +
-         " m" + std::to_string(g.bm) + "k" + std::to_string(g.bk) + "w" + std::to_string(g.warps_m) + "x" +
-         std::to_string(g.warps_n) + "s" + std::to_string(g.stages) + "b" + std::to_string(g.min_blocks) + " t" +
-         std::to_string(u.threads) + "p" + std::to_string(u.splits) + "b" + std::to_string(u.min_blocks);
+  std::string s = "sparse tn" + std::to_string(sparse.gate.sparsity.tile_n) + "c" +
+                  std::to_string(sparse.gate.sparsity.capacity) + " ";
+  s += sparse.gemm_gate() ? "gemm+pack" : "m" + std::to_string(g.bm) + "k" + std::to_string(g.bk) + "w" +
+                                              std::to_string(g.warps_m) + "x" + std::to_string(g.warps_n) + "s" +
+                                              std::to_string(g.stages) + "b" + std::to_string(g.min_blocks);
+  s += std::string(sparse.split_up_down() ? " down" : " ") + "t" + std::to_string(u.threads) + "p" +
+       std::to_string(u.splits) + "b" + std::to_string(u.min_blocks);
+  return s;
 }
 
 std::string shape_signature(const LayerShape& l) {
@@ -21,16 +25,20 @@ std::string shape_signature(const LayerShape& l) {
 nlohmann::json choice_to_json(const Choice& c) {
   if (c.strategy == Choice::Strategy::kDense) return {{"strategy", "dense"}, {"kernels", nlohmann::json::array()}};
   const auto& g = c.sparse.gate.tile;
+  const auto& up = c.sparse.up.tile;
   const auto& u = c.sparse.up_down.tile;
-  nlohmann::json kernels = {c.sparse.gate.kernel_name(), c.sparse.up_down.kernel_name()};
-  if (u.splits > 1) kernels.push_back(c.sparse.reduce.kernel_name());
+  nlohmann::json kernels = nlohmann::json::array();
+  for (const auto& s : c.sparse.kernel_specs()) kernels.push_back(s.kernel_name());
   return {{"strategy", "sparse"},
           {"tile_n", c.sparse.gate.sparsity.tile_n},
           {"capacity", c.sparse.gate.sparsity.capacity},
           {"gate",
-           {{"bm", g.bm}, {"bk", g.bk}, {"warps_m", g.warps_m}, {"warps_n", g.warps_n}, {"stages", g.stages},
-            {"min_blocks", g.min_blocks}}},
-          {"up_down", {{"threads", u.threads}, {"splits", u.splits}, {"min_blocks", u.min_blocks}}},
+           {{"family", family_name(c.sparse.gate.family)}, {"bm", g.bm}, {"bk", g.bk}, {"warps_m", g.warps_m},
+            {"warps_n", g.warps_n}, {"stages", g.stages}, {"threads", g.threads}, {"min_blocks", g.min_blocks}}},
+          {"up", {{"threads", up.threads}, {"splits", up.splits}, {"min_blocks", up.min_blocks}}},
+          {"up_down",
+           {{"family", family_name(c.sparse.up_down.family)}, {"threads", u.threads}, {"splits", u.splits},
+            {"min_blocks", u.min_blocks}}},
           {"kernels", kernels}};
 }
 
@@ -47,15 +55,29 @@ Expected<Choice> choice_from_json(const nlohmann::json& j, const LayerShape& lay
       return user_error("tuning record has unknown strategy '" + strategy + "'; run `ffnjit tune` again");
     Sparsity sp{j.at("tile_n").get<int>(), j.at("capacity").get<int>()};
     c.sparse = default_sparse_config(layer, arch, bucket, sp);
-    auto& g = c.sparse.gate.tile;
-    const auto& jg = j.at("gate");
-    g.bm = jg.at("bm"), g.bk = jg.at("bk"), g.warps_m = jg.at("warps_m"), g.warps_n = jg.at("warps_n");
-    g.stages = jg.at("stages"), g.min_blocks = jg.at("min_blocks");
-    auto& u = c.sparse.up_down.tile;
-    const auto& ju = j.at("up_down");
-    u.threads = ju.at("threads"), u.splits = ju.at("splits"), u.min_blocks = ju.at("min_blocks");
-    c.sparse.reduce.tile.threads = u.threads;
-    c.sparse.reduce.tile.splits = u.splits;
+    // A spec from the record: family (absent in records before 0.2: the fused kernels)
+    // and tile fields over that family's defaults.
+    auto spec = [&](const nlohmann::json& js, Family fallback) -> Expected<KernelSpec> {
+      auto f = parse_family(js.value("family", std::string(family_name(fallback))));
+      FFNJIT_TRY(f);
+      KernelSpec s = default_spec(*f, layer, arch, bucket, sp);
+      auto& t = s.tile;
+      t.bm = js.value("bm", t.bm), t.bk = js.value("bk", t.bk), t.warps_m = js.value("warps_m", t.warps_m);
+      t.warps_n = js.value("warps_n", t.warps_n), t.stages = js.value("stages", t.stages);
+      t.threads = js.value("threads", t.threads), t.splits = js.value("splits", t.splits);
+      t.min_blocks = js.value("min_blocks", t.min_blocks);
+      return s;
+    };
+    auto gate = spec(j.at("gate"), Family::kGatePack);
+    FFNJIT_TRY(gate);
+    auto up_down = spec(j.at("up_down"), Family::kUpDown);
+    FFNJIT_TRY(up_down);
+    c.sparse.gate = *gate, c.sparse.up_down = *up_down;
+    if (j.contains("up")) {
+      auto up = spec(j.at("up"), Family::kUp);
+      FFNJIT_TRY(up);
+      c.sparse.up = *up;
+    }
     FFNJIT_TRY(c.sparse.validate());
     return c;
   } catch (const nlohmann::json::exception& e) {

@@ -85,7 +85,18 @@ Expected<const LoadedKernel*> KernelTable::add(const KernelSpec& spec, const Com
   return out;
 }
 
+Expected<LtGemms*> KernelTable::gemms() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!gemms_) {
+    auto g = LtGemms::create();
+    FFNJIT_TRY(g);
+    gemms_ = std::move(*g);
+  }
+  return gemms_.get();
+}
+
 KernelTable::~KernelTable() {
+  gemms_.reset();
   auto api = drv::api();
   if (!api) return;
   for (auto& [key, k] : table_) (*api)->cuModuleUnload(k->module);

@@ -15,6 +15,7 @@
 #include "codegen/compile.hpp"
 #include "codegen/kernel_spec.hpp"
 #include "runtime/device.hpp"
+#include "runtime/lt_gemm.hpp"
 
 namespace ffnjit {
 
@@ -54,10 +55,13 @@ class KernelTable {
   void set_backing(Backing b) { backing_ = std::move(b); }
   int loaded_from_backing() const { return backing_loads_.load(); }
   int compiles() const { return compiles_.load(); }
+  // cuBLASLt GEMM plans for the same device (created on first use).
+  Expected<LtGemms*> gemms();
   ~KernelTable();
 
  private:
   std::mutex mu_;
+  std::unique_ptr<LtGemms> gemms_;
   std::unordered_map<std::string, std::unique_ptr<LoadedKernel>> table_;
   std::atomic<int> compiles_{0}, backing_loads_{0};
   Backing backing_;

@@ -1,5 +1,8 @@
-// The sparse FFN forward: gate_pack -> up_down (-> reduce) on the caller's stream.
+// The sparse FFN forward: gate (gate_pack, or GEMM + pack) -> up_down (or up + down)
+// on the caller's stream.
 #include "runtime/sparse_ffn.hpp"
+
+#include <algorithm>
 
 #include "templates/ffnjit/params.h"
 
@@ -9,36 +12,49 @@ namespace {
 size_t align256(size_t x) { return (x + 255) & ~size_t(255); }
 
 struct Layout {
-  size_t counts = 0, entries = 0, overflow = 0, partial = 0, total = 0;
+  size_t counts = 0, entries = 0, overflow = 0, tickets = 0, partial = 0, gate_ws = 0, gate_out = 0, total = 0;
 };
 
 Layout layout(const SparseFfnConfig& cfg, int tokens) {
   const size_t m = size_t(tokens), nt = size_t(cfg.gate.n_tiles()), cap = size_t(cfg.gate.sparsity.capacity);
+  const size_t dm = size_t(cfg.gate.layer.d_model), dff = size_t(cfg.gate.layer.d_ff);
   Layout l;
   l.counts = 0;
   l.entries = align256(m * nt * 4);
   l.overflow = l.entries + align256(m * nt * cap * 4);
-  l.partial = l.overflow + 256;
+  l.tickets = l.overflow + 256;
+  l.partial = l.tickets + align256(m * 4);
   const int splits = cfg.up_down.tile.splits;
-  l.total = l.partial + (splits > 1 ? align256(size_t(splits) * m * cfg.gate.layer.d_model * 4) : 0);
+  l.gate_ws = l.partial + (!cfg.split_up_down() && splits > 1 ? align256(size_t(splits) * m * dm * 4) : 0);
+  l.gate_out = l.gate_ws + (cfg.gemm_gate() ? LtGemms::kWorkspace : 0);
+  l.total = l.gate_out + (cfg.gemm_gate() ? align256(std::min<size_t>(m, kGateGemmRows) * dff * 2) : 0);
   return l;
 }
 
 unsigned ceil_div(long long a, long long b) { return unsigned((a + b - 1) / b); }
 
+bool same_layer(const KernelSpec& a, const KernelSpec& b) {
+  return a.sparsity.tile_n == b.sparsity.tile_n && a.sparsity.capacity == b.sparsity.capacity &&
+         a.layer.d_model == b.layer.d_model && a.layer.d_ff == b.layer.d_ff && a.layer.gated == b.layer.gated;
+}
+
 }  // namespace
 
 Status SparseFfnConfig::validate() const {
-  if (gate.family != Family::kGatePack || up_down.family != Family::kUpDown || reduce.family != Family::kReduce)
+  if ((gate.family != Family::kGatePack && gate.family != Family::kPack) ||
+      (up_down.family != Family::kUpDown && up_down.family != Family::kDown) || up.family != Family::kUp)
     return internal_error("sparse config has kernels of the wrong families");
-  FFNJIT_TRY(gate.validate());
-  FFNJIT_TRY(up_down.validate());
-  FFNJIT_TRY(reduce.validate());
-  if (gate.sparsity.tile_n != up_down.sparsity.tile_n || gate.sparsity.capacity != up_down.sparsity.capacity ||
-      gate.layer.d_model != up_down.layer.d_model || gate.layer.d_ff != up_down.layer.d_ff ||
-      gate.layer.gated != up_down.layer.gated || reduce.tile.splits != up_down.tile.splits)
-    return internal_error("sparse config kernels disagree on layer, TwELL layout or splits");
+  for (const KernelSpec& s : kernel_specs()) FFNJIT_TRY(s.validate());
+  if (!same_layer(gate, up_down) || !same_layer(gate, up))
+    return internal_error("sparse config kernels disagree on layer or TwELL layout");
   return {};
+}
+
+std::vector<KernelSpec> SparseFfnConfig::kernel_specs() const {
+  std::vector<KernelSpec> s = {gate};
+  if (split_up_down() && gate.layer.gated) s.push_back(up);
+  s.push_back(up_down);
+  return s;
 }
 
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int tokens, const Sparsity& sparsity) {
@@ -47,11 +63,13 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int to
 
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& b,
                                       const Sparsity& sparsity) {
+  // Many tokens: the GEMM gate (cuBLASLt's wgmma kernels outrun gate_pack's mma.sync)
+  // and split up/down (L2-resident working sets); measured in docs/performance.md.
+  const bool large = b.min_tokens >= 512;
   SparseFfnConfig c;
-  c.gate = default_spec(Family::kGatePack, layer, arch, b, sparsity);
-  c.up_down = default_spec(Family::kUpDown, layer, arch, b, sparsity);
-  c.reduce = default_spec(Family::kReduce, layer, arch, b, sparsity);
-  c.reduce.tile.splits = c.up_down.tile.splits;
+  c.gate = default_spec(large ? Family::kPack : Family::kGatePack, layer, arch, b, sparsity);
+  c.up = default_spec(Family::kUp, layer, arch, b, sparsity);
+  c.up_down = default_spec(large ? Family::kDown : Family::kUpDown, layer, arch, b, sparsity);
   return c;
 }
 
@@ -68,20 +86,26 @@ Expected<SparseFfnKernels> resolve_kernels(KernelTable& kernels, const SparseFfn
   SparseFfnKernels k;
   auto gate = kernels.get(cfg.gate);
   FFNJIT_TRY(gate);
+  k.gate = *gate;
+  if (cfg.gemm_gate()) {
+    auto g = kernels.gemms();
+    FFNJIT_TRY(g);
+    k.gemms = *g;
+  }
+  if (cfg.split_up_down() && cfg.gate.layer.gated) {
+    auto up = kernels.get(cfg.up);
+    FFNJIT_TRY(up);
+    k.up = *up;
+  }
   auto up_down = kernels.get(cfg.up_down);
   FFNJIT_TRY(up_down);
-  k.gate = *gate, k.up_down = *up_down;
-  if (cfg.up_down.tile.splits > 1) {
-    auto reduce = kernels.get(cfg.reduce);
-    FFNJIT_TRY(reduce);
-    k.reduce = *reduce;
-  }
+  k.up_down = *up_down;
   return k;
 }
 
 namespace {
 
-Status launch_gate(const LoadedKernel& gate, const SparseFfnConfig& cfg, const Layout& l, const FfnDeviceWeights& w,
+Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const Layout& l, const FfnDeviceWeights& w,
                    CUdeviceptr x, int tokens, CUdeviceptr workspace, CUstream stream) {
   auto api = drv::api();
   FFNJIT_TRY(api);
@@ -92,31 +116,44 @@ Status launch_gate(const LoadedKernel& gate, const SparseFfnConfig& cfg, const L
     FFNJIT_CU(cuMemsetD32Async(overflow, 0, 1, stream));
   }
   const CUdeviceptr gate_w = w.layer.gated ? w.w_gate : w.w_up;
-  GatePackParams gp{reinterpret_cast<const uint16_t*>(x), reinterpret_cast<const uint16_t*>(gate_w),
-                    {reinterpret_cast<uint32_t*>(workspace + l.counts), reinterpret_cast<uint32_t*>(workspace + l.entries),
-                     reinterpret_cast<uint32_t*>(overflow)},
-                    tokens};
-  return launch(gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream);
+  const size_t nt = size_t(cfg.gate.n_tiles()), cap = size_t(cfg.gate.sparsity.capacity);
+  // The TwELL buffers from token r0 on.
+  auto twell = [&](int r0) {
+    return TwellBuffers{reinterpret_cast<u32*>(workspace + l.counts) + size_t(r0) * nt,
+                        reinterpret_cast<u32*>(workspace + l.entries) + size_t(r0) * nt * cap,
+                        reinterpret_cast<u32*>(overflow), reinterpret_cast<u32*>(workspace + l.tickets) + r0};
+  };
+  if (!cfg.gemm_gate()) {
+    GatePackParams gp{reinterpret_cast<const u16*>(x), reinterpret_cast<const u16*>(gate_w), twell(0), tokens};
+    return launch(*k.gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream);
+  }
+  if (!k.gemms) return internal_error("GEMM gate without resolved cuBLASLt plans");
+  const int dm = cfg.gate.layer.d_model, dff = cfg.gate.layer.d_ff;
+  for (int r0 = 0; r0 < tokens; r0 += kGateGemmRows) {
+    const int rows = std::min(kGateGemmRows, tokens - r0);
+    FFNJIT_TRY(k.gemms->run(rows, dff, dm, true, x + size_t(r0) * dm * 2, gate_w, workspace + l.gate_out,
+                            workspace + l.gate_ws, stream));
+    PackParams pp{reinterpret_cast<const u16*>(workspace + l.gate_out), twell(r0), rows};
+    FFNJIT_TRY(launch(*k.gate, unsigned(rows), 1, &pp, stream));
+  }
+  return {};
 }
 
 Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const Layout& l,
                       const FfnDeviceWeights& w, CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace,
                       CUstream stream) {
-  const int splits = cfg.up_down.tile.splits;
-  UpDownParams up{reinterpret_cast<const uint16_t*>(x),
-                  reinterpret_cast<const uint16_t*>(w.layer.gated ? w.w_gate : w.w_up),
-                  reinterpret_cast<const uint16_t*>(w.w_up),
-                  reinterpret_cast<const uint16_t*>(w.w_down_t),
-                  reinterpret_cast<const uint32_t*>(workspace + l.counts),
-                  reinterpret_cast<const uint32_t*>(workspace + l.entries),
-                  reinterpret_cast<uint16_t*>(out),
+  UpDownParams up{reinterpret_cast<const u16*>(x),
+                  reinterpret_cast<const u16*>(w.layer.gated ? w.w_gate : w.w_up),
+                  reinterpret_cast<const u16*>(w.w_up),
+                  reinterpret_cast<const u16*>(w.w_down_t),
+                  reinterpret_cast<const u32*>(workspace + l.counts),
+                  reinterpret_cast<u32*>(workspace + l.entries),
+                  reinterpret_cast<u16*>(out),
                   reinterpret_cast<float*>(workspace + l.partial),
+                  reinterpret_cast<u32*>(workspace + l.tickets),
                   tokens};
-  FFNJIT_TRY(launch(*k.up_down, unsigned(tokens), unsigned(splits), &up, stream));
-  if (splits == 1) return {};
-  if (!k.reduce) return internal_error("split up_down without a resolved reduce kernel");
-  ReduceParams rp{reinterpret_cast<const float*>(workspace + l.partial), reinterpret_cast<uint16_t*>(out), tokens};
-  return launch(*k.reduce, unsigned(tokens), 1, &rp, stream);
+  if (k.up) FFNJIT_TRY(launch(*k.up, unsigned(tokens), unsigned(cfg.up.tile.splits), &up, stream));
+  return launch(*k.up_down, unsigned(tokens), unsigned(cfg.up_down.tile.splits), &up, stream);
 }
 
 }  // namespace
@@ -125,16 +162,16 @@ Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
   const Layout l = layout(cfg, tokens);
-  FFNJIT_TRY(launch_gate(*k.gate, cfg, l, w, x, tokens, workspace, stream));
+  FFNJIT_TRY(launch_gate(k, cfg, l, w, x, tokens, workspace, stream));
   return launch_up_down(k, cfg, l, w, x, out, tokens, workspace, stream);
 }
 
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                        int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
-  auto gate = kernels.get(cfg.gate);
-  FFNJIT_TRY(gate);
-  return launch_gate(**gate, cfg, layout(cfg, tokens), w, x, tokens, workspace, stream);
+  auto k = resolve_kernels(kernels, cfg);
+  FFNJIT_TRY(k);
+  return launch_gate(*k, cfg, layout(cfg, tokens), w, x, tokens, workspace, stream);
 }
 
 Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
@@ -158,7 +195,7 @@ Status transpose_down(KernelTable& kernels, Arch arch, CUdeviceptr wd, CUdevicep
   KernelSpec spec = default_spec(Family::kTranspose, {d_model, d_ff, true}, arch, {1, 1});
   auto k = kernels.get(spec);
   FFNJIT_TRY(k);
-  TransposeParams p{reinterpret_cast<const uint16_t*>(wd), reinterpret_cast<uint16_t*>(wd_t), d_model, d_ff};
+  TransposeParams p{reinterpret_cast<const u16*>(wd), reinterpret_cast<u16*>(wd_t), d_model, d_ff};
   return launch(**k, ceil_div(d_ff, 32), ceil_div(d_model, 32), &p, stream, 32, 8);
 }
 

@@ -1,8 +1,11 @@
-// The sparse FFN forward: gate_pack -> up_down (-> reduce) on the caller's stream.
+// The sparse FFN forward on the caller's stream: the gate (gate_pack, or a cuBLASLt
+// GEMM with ReLU + pack) writes the TwELL, then up_down (or up + down) reads it.
 // No allocation and no synchronization, so a forward can be captured in a CUDA graph.
 #pragma once
 
 #include <cuda.h>
+
+#include <vector>
 
 #include "codegen/kernel_spec.hpp"
 #include "runtime/kernels.hpp"
@@ -22,19 +25,29 @@ struct FfnDeviceWeights {
   CUdeviceptr overflow_counter = 0;
 };
 
-// The kernels of one sparse forward: all three share layer, arch and sparsity.
+// The kernels of one sparse forward; all share layer, arch and sparsity.
 struct SparseFfnConfig {
-  KernelSpec gate, up_down, reduce;
+  KernelSpec gate;     // gate_pack, or pack behind a cuBLASLt GEMM with ReLU (docs/kernels.md)
+  KernelSpec up;       // up: runs before a down kernel on gated layers; unused otherwise
+  KernelSpec up_down;  // up_down (fused), or down
   Status validate() const;
+  bool gemm_gate() const { return gate.family == Family::kPack; }
+  bool split_up_down() const { return up_down.family == Family::kDown; }
+  // The generated kernels a forward launches, in order.
+  std::vector<KernelSpec> kernel_specs() const;
 };
+
+// Rows of the gate GEMM per launch: bounds the workspace its output needs.
+inline constexpr int kGateGemmRows = 8192;
 
 // The untuned default for a token count or a bucket (docs/kernels.md explains the heuristic).
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int tokens, const Sparsity& sparsity = {});
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
                                       const Sparsity& sparsity = {});
 
-// Workspace for `tokens` tokens: TwELL counts and entries, the overflow counter and
-// the split partials; 256-byte aligned pieces.
+// Workspace for `tokens` tokens: TwELL counts and entries, the overflow counter, the
+// per-token tickets and split partials, and the GEMM gate's output and cuBLASLt
+// workspace; 256-byte aligned pieces.
 size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens);
 
 // Where the workspace's overflow counter lives (a uint32: (token, tile) pairs that
@@ -44,8 +57,9 @@ size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens);
 // The loaded kernels of a config, resolved once so a forward does no lookups.
 struct SparseFfnKernels {
   const LoadedKernel* gate = nullptr;
+  const LoadedKernel* up = nullptr;  // null unless split up/down on a gated layer
   const LoadedKernel* up_down = nullptr;
-  const LoadedKernel* reduce = nullptr;  // null unless split
+  LtGemms* gemms = nullptr;  // null unless the gate is a GEMM
 };
 Expected<SparseFfnKernels> resolve_kernels(KernelTable& kernels, const SparseFfnConfig& cfg);
 
@@ -65,7 +79,7 @@ struct TwellView {
 TwellView twell_in_workspace(const SparseFfnConfig& cfg, int tokens, CUdeviceptr workspace);
 
 // The two halves of sparse_ffn_forward, for benchmarks that time them separately:
-// the gate (writes the TwELL workspace) and up/down (+ reduce) reading it.
+// the gate (writes the TwELL workspace) and up/down (or up + down) reading it.
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                        int tokens, CUdeviceptr workspace, CUstream stream);
 Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,

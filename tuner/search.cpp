@@ -44,6 +44,13 @@ std::vector<KernelSpec> gate_candidates(const LayerShape& layer, Arch arch, cons
         s.tile.min_blocks = bm >= 128 && acc <= 64 ? 2 : 1;
         add_unique(out, seen, s);
       }
+  // Many tokens: the cuBLASLt GEMM gate with the packing kernel behind it.
+  if (bucket.max_tokens > 256)
+    for (int threads : {128, 256}) {
+      KernelSpec s = default_spec(Family::kPack, layer, arch, bucket, format);
+      s.tile.threads = threads;
+      add_unique(out, seen, s);
+    }
   return out;
 }
 
@@ -62,6 +69,14 @@ std::vector<KernelSpec> up_down_candidates(const LayerShape& layer, Arch arch, c
       for (int min_blocks : {threads == 128 ? 8 : 4, threads == 128 ? 4 : 2}) {
         KernelSpec s = def;
         s.tile.threads = threads, s.tile.splits = std::min(split, tiles), s.tile.min_blocks = min_blocks;
+        add_unique(out, seen, s);
+      }
+  // Many tokens: up then down with the output columns split (L2-sized working sets).
+  if (bucket.max_tokens > 64)
+    for (int threads : {128, 256})
+      for (int split : {1, 2, 4}) {
+        KernelSpec s = default_spec(Family::kDown, layer, arch, bucket, format);
+        s.tile.threads = threads, s.tile.splits = split, s.tile.min_blocks = threads == 128 ? 8 : 4;
         add_unique(out, seen, s);
       }
   return out;

@@ -174,9 +174,7 @@ Status load(KernelTable& table, CompilePool& pool, const KernelSpec& spec, cache
 SparseFfnConfig make_cfg(const KernelSpec& gate, const KernelSpec& up_down) {
   SparseFfnConfig cfg;
   cfg.gate = gate, cfg.up_down = up_down;
-  cfg.reduce = default_spec(Family::kReduce, gate.layer, gate.arch, gate.bucket, gate.sparsity);
-  cfg.reduce.tile.threads = up_down.tile.threads;
-  cfg.reduce.tile.splits = up_down.tile.splits;
+  cfg.up = default_spec(Family::kUp, gate.layer, gate.arch, gate.bucket, gate.sparsity);
   return cfg;
 }
 
@@ -195,10 +193,8 @@ Expected<EntryOutcome> tune_entry(Bench& b, CompilePool& pool, cache::Cache& cac
   const auto formats = format_candidates(e.sparsity, e.bucket, from_profile);
   for (const auto& f : formats) {
     for (const auto& s : gate_candidates(e.layer, arch, e.bucket, f)) pool.submit(s);
-    for (const auto& s : up_down_candidates(e.layer, arch, e.bucket, f)) {
-      pool.submit(s);
-      if (s.tile.splits > 1) pool.submit(make_cfg(gate_candidates(e.layer, arch, e.bucket, f)[0], s).reduce);
-    }
+    for (const auto& s : up_down_candidates(e.layer, arch, e.bucket, f))
+      for (const auto& k : make_cfg(gate_candidates(e.layer, arch, e.bucket, f)[0], s).kernel_specs()) pool.submit(k);
   }
   // Dense baseline, checked like any candidate.
   FFNJIT_TRY(ensure_workspace(b, dense.workspace_bytes(b.tokens)));
@@ -225,9 +221,7 @@ Expected<EntryOutcome> tune_entry(Bench& b, CompilePool& pool, cache::Cache& cac
                        const std::function<Status(CUstream)>& timed) -> Expected<Timing> {
       Choice c{Choice::Strategy::kSparse, cfg};
       Expected<Timing> t = [&]() -> Expected<Timing> {
-        FFNJIT_TRY(load(*b.kernels, pool, cfg.gate, cache));
-        FFNJIT_TRY(load(*b.kernels, pool, cfg.up_down, cache));
-        if (cfg.up_down.tile.splits > 1) FFNJIT_TRY(load(*b.kernels, pool, cfg.reduce, cache));
+        for (const auto& k : cfg.kernel_specs()) FFNJIT_TRY(load(*b.kernels, pool, k, cache));
         FFNJIT_TRY(check_sparse(b, cfg));  // a candidate counts only once it is correct
         return measure_graph(*b.dev, b.stream, timed, mo);
       }();
@@ -286,9 +280,7 @@ nlohmann::json winner_json(const Choice& c) {
   nlohmann::json j = choice_to_json(c);
   j["keys"] = nlohmann::json::array();
   if (c.strategy == Choice::Strategy::kSparse) {
-    std::vector<KernelSpec> specs = {c.sparse.gate, c.sparse.up_down};
-    if (c.sparse.up_down.tile.splits > 1) specs.push_back(c.sparse.reduce);
-    for (const auto& s : specs)
+    for (const auto& s : c.sparse.kernel_specs())
       if (auto src = generate_source(s)) j["keys"].push_back(compile_key(*src));
   }
   return j;
@@ -410,10 +402,8 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
     }
     if (o.compile_only) {
       Choice c{Choice::Strategy::kSparse, default_sparse_config(e.layer, arch, e.bucket, e.sparsity)};
-      std::vector<KernelSpec> specs = {c.sparse.gate, c.sparse.up_down};
-      if (c.sparse.up_down.tile.splits > 1) specs.push_back(c.sparse.reduce);
       std::vector<std::shared_future<Expected<Compiled>>> futs;
-      for (const auto& s : specs) futs.push_back(pool.submit(s));
+      for (const auto& s : c.sparse.kernel_specs()) futs.push_back(pool.submit(s));
       for (auto& f : futs) {
         const auto& k = f.get();
         if (!k) return k.error();

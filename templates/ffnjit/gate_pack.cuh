@@ -127,20 +127,12 @@ __device__ void gate_pack(const GatePackParams& p) {
     const int m = m0 + r;
     if (m >= p.tokens) break;
     const i64 slot = i64(m) * C::kTiles + tile;
-    u32 count = 0;
-#pragma unroll
-    for (int c0 = 0; c0 < C::kBN; c0 += 32) {
-      const int c = c0 + lane;
-      const u16 bits = sC[r * C::kEpiStride + c];
-      const bool act = n0 + c < C::kFF && is_active(bf16_to_f32(bits));
-      const u32 mask = __ballot_sync(0xffffffffu, act);
-      const u32 pos = count + __popc(mask & ((1u << lane) - 1u));
-      if (act && pos < u32(C::kCap)) p.tw.entries[slot * C::kCap + pos] = twell_entry(bits, u32(c));
-      count += __popc(mask);
-    }
+    const u32 count =
+        pack_tile_warp<C::kBN, C::kCap, 1>(sC + r * C::kEpiStride, n0, C::kFF, p.tw.entries + slot * C::kCap, lane);
     if (lane == 0) {
       p.tw.counts[slot] = count;
       overflowed += count > u32(C::kCap);
+      if (tile == 0) p.tw.tickets[m] = 0;
     }
   }
   if (lane == 0 && overflowed) atomicAdd(p.tw.overflow, overflowed);

@@ -15,6 +15,7 @@ struct TwellBuffers {
   u32* counts;    // [tokens][n_tiles]: active neurons in the tile (may exceed capacity)
   u32* entries;   // [tokens][n_tiles][capacity]: bf16 value << 16 | index in tile
   u32* overflow;  // [1]: (token, tile) pairs whose count exceeded capacity
+  u32* tickets;   // [tokens]: arrivals of a token's split up_down CTAs; zeroed by the packer
 };
 
 struct GatePackParams {
@@ -24,21 +25,24 @@ struct GatePackParams {
   int tokens;
 };
 
+// Shared by the up_down, up and down kernels (templates/ffnjit/up_down.cuh).
 struct UpDownParams {
   const u16* x;         // [tokens][d_model]
   const u16* w_gate;    // [d_ff][d_model]: Wg (gated) or Wu (non-gated), for overflowed tiles
   const u16* w_up;      // [d_ff][d_model]: Wu (gated; unused when non-gated)
   const u16* w_down_t;  // [d_ff][d_model]: Wd transposed, so a neuron's down row is contiguous
-  const u32* counts;    // TwELL counts and entries from gate_pack
-  const u32* entries;
-  u16* out;             // [tokens][d_model] when splits == 1
-  float* partial;       // [splits][tokens][d_model] when splits > 1 (summed by reduce)
+  const u32* counts;    // TwELL counts and entries from the gate
+  u32* entries;         // the up kernel writes h over the gate values
+  u16* out;             // [tokens][d_model]
+  float* partial;       // [splits][tokens][d_model]: fp32 partials of a split up_down
+  u32* tickets;         // [tokens]: arrivals per token of a split up_down (zero on entry)
   int tokens;
 };
 
-struct ReduceParams {
-  const float* partial;  // [splits][tokens][d_model]
-  u16* out;              // [tokens][d_model]
+// TwELL packing of a gate computed elsewhere (cuBLASLt GEMM with ReLU epilogue).
+struct PackParams {
+  const u16* g;  // [tokens][d_ff], bf16
+  TwellBuffers tw;
   int tokens;
 };
 

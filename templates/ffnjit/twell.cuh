@@ -12,4 +12,57 @@ __device__ __forceinline__ u32 twell_entry(u16 value_bf16, u32 local_index) {
 __device__ __forceinline__ float twell_value(u32 e) { return __uint_as_float(e & 0xffff0000u); }
 __device__ __forceinline__ u32 twell_index(u32 e) { return e & 0xffffu; }
 
+// The load word for V bf16 values (V in 1, 2, 4, 8).
+template <int V> struct Bf16Word;
+template <> struct Bf16Word<1> { using T = u16; };
+template <> struct Bf16Word<2> { using T = u32; };
+template <> struct Bf16Word<4> { using T = uint2; };
+template <> struct Bf16Word<8> { using T = uint4; };
+
+// V consecutive bf16 values in one load (p aligned to 2 V bytes).
+template <int V>
+__device__ __forceinline__ void load_bf16s(u16 (&v)[V], const u16* p) {
+  const typename Bf16Word<V>::T w = *reinterpret_cast<const typename Bf16Word<V>::T*>(p);
+  const u16* h = reinterpret_cast<const u16*>(&w);
+#pragma unroll
+  for (int i = 0; i < V; ++i) v[i] = h[i];
+}
+
+// One warp packs one (token, tile) from its bf16 gate values vals[0, TILE_N)
+// (neurons n0 ..): ReLU, entries in neuron order up to CAP, and returns the count of
+// active neurons (which may exceed CAP). Each lane takes V neighbours per step.
+template <int TILE_N, int CAP, int V>
+__device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff, u32* entries, int lane) {
+  static_assert(TILE_N % (32 * V) == 0, "a warp step must divide the tile");
+  u32 count = 0;
+#pragma unroll
+  for (int c0 = 0; c0 < TILE_N; c0 += 32 * V) {
+    const int c = c0 + lane * V;
+    u16 v[V];
+    u32 bits = 0;
+    int mine = 0;
+    if (n0 + c < d_ff) {  // d_ff is a multiple of 8, so the whole vector is in range
+      load_bf16s<V>(v, vals + c);
+#pragma unroll
+      for (int i = 0; i < V; ++i)
+        if (is_active(bf16_to_f32(v[i]))) bits |= 1u << i, ++mine;
+    }
+    int incl = mine;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
+    }
+    u32 pos = count + u32(incl - mine);
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      if (bits >> i & 1u) {
+        if (pos < u32(CAP)) entries[pos] = twell_entry(v[i], u32(c + i));
+        ++pos;
+      }
+    count += u32(__shfl_sync(0xffffffffu, incl, 31));
+  }
+  return count;
+}
+
 }  // namespace ffnjit

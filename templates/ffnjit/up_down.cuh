@@ -1,8 +1,12 @@
-// Up and down projections from the packed gate, one token per CTA (or per split of
-// its tiles). Active neurons: h = g * (x . Wu[j]) (gated) or h = g (non-gated), then
-// out += h * WdT[j]. A tile whose count exceeded capacity is recomputed exactly from
-// the weights (the backup path), so overflow never loses a neuron. The hidden
-// activation stays in shared memory.
+// Up and down projections from the packed gate. Active neurons: h = g * (x . Wu[j])
+// (gated) or h = g (non-gated), then out += h * WdT[j]. A tile whose count exceeded
+// capacity is recomputed exactly from the weights (the backup path), so overflow
+// never loses a neuron. Three modes share the pieces below (docs/kernels.md):
+//  - fused (up_down): one token per CTA, or per split of its tiles; h stays in shared
+//    memory; the last split CTA of a token sums the fp32 partials in split order;
+//  - up: h for the stored entries, written back over the gate values in the TwELL;
+//  - down: out from the TwELL's h, the output columns split over CTAs, so the
+//    working set of each wave is a slice of WdT (L2-resident at large token counts).
 #pragma once
 
 #include "ffnjit/common.cuh"
@@ -10,24 +14,31 @@
 
 namespace ffnjit {
 
-template <int D_MODEL, int D_FF, int TILE_N, int CAP, bool GATED, int THREADS, int SPLITS>
+enum UpDownMode { kModeFused = 0, kModeUp = 1, kModeDown = 2 };
+
+template <int D_MODEL, int D_FF, int TILE_N, int CAP, bool GATED, int THREADS, int SPLITS, int MODE>
 struct UpDownConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kTileN = TILE_N, kCap = CAP;
   static constexpr bool kGated = GATED;
-  static constexpr int kThreads = THREADS, kSplits = SPLITS, kWarps = THREADS / 32;
+  static constexpr int kThreads = THREADS, kSplits = SPLITS, kWarps = THREADS / 32, kMode = MODE;
   static constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
-  static constexpr int kTilesPerSplit = (kTiles + SPLITS - 1) / SPLITS;
-  static constexpr int kVecs = D_MODEL / 8;                          // 16-byte vectors per row
-  static constexpr int kVecsPerThread = (kVecs + THREADS - 1) / THREADS;
+  // fused and up split a token's tiles over SPLITS CTAs; down splits its columns.
+  static constexpr bool kColumnSplit = MODE == kModeDown;
+  static constexpr int kTilesPerSplit = kColumnSplit ? kTiles : (kTiles + SPLITS - 1) / SPLITS;
+  static constexpr int kVecs = D_MODEL / 8;                              // 16-byte vectors per row
+  static constexpr int kSliceVecs = kColumnSplit ? kVecs / SPLITS : kVecs;  // vectors this CTA writes
+  static constexpr int kVecsPerThread = (kSliceVecs + THREADS - 1) / THREADS;
   static constexpr int kListCap = kTilesPerSplit * CAP;
+  static_assert(!kColumnSplit || kVecs % SPLITS == 0, "down splits must divide d_model / 8");
 };
 
-// x . w[row] for one warp, x in shared memory; every lane gets the sum.
-template <class C>
+// x . w[row] for one warp, x in shared memory; every lane gets the sum. U loads in
+// flight per lane (the rare backup path uses fewer, to stay within 64 registers).
+template <class C, int U = 8>
 __device__ __forceinline__ float warp_dot(const u16* sx, const u16* w_row, int lane) {
   constexpr int kSteps = (C::kVecs + 31) / 32;
   float acc = 0.0f;
-#pragma unroll 8
+#pragma unroll U
   for (int it = 0; it < kSteps; ++it) {
     const int v = lane + it * 32;
     if (kSteps * 32 == C::kVecs || v < C::kVecs) acc = dot8(ld_vec8(sx + v * 8), ld_vec8_stream(w_row + v * 8), acc);
@@ -35,17 +46,17 @@ __device__ __forceinline__ float warp_dot(const u16* sx, const u16* w_row, int l
   return warp_sum(acc);
 }
 
-// acc += h[r] * WdT[idx[r]] for R rows, all loads issued before the FMAs.
+// acc += h[r] * WdT[idx[r]][slice] for R rows, all loads issued before the FMAs.
 template <class C, int R, class Row, class H>
-__device__ __forceinline__ void accumulate_rows(float (&acc)[C::kVecsPerThread][8], const u16* w_down_t, Row idx,
-                                                H h) {
+__device__ __forceinline__ void accumulate_rows(float (&acc)[C::kVecsPerThread][8], const u16* w_down_t, int vec0,
+                                                Row idx, H h) {
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v) {
     const int vec = threadIdx.x + v * C::kThreads;
-    if (vec >= C::kVecs) continue;
+    if (vec >= C::kSliceVecs) continue;
     Vec8 w[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) w[r] = ld_vec8_stream(w_down_t + i64(idx(r)) * C::kModel + vec * 8);
+    for (int r = 0; r < R; ++r) w[r] = ld_vec8_stream(w_down_t + i64(idx(r)) * C::kModel + (vec0 + vec) * 8);
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -56,68 +67,97 @@ __device__ __forceinline__ void accumulate_rows(float (&acc)[C::kVecsPerThread][
   }
 }
 
+__device__ __forceinline__ void load_row(u16* sx, const u16* x, int vecs, int threads) {
+  for (int v = threadIdx.x; v < vecs; v += threads) *reinterpret_cast<Vec8*>(sx + v * 8) = ld_vec8(x + v * 8);
+}
+
+// Shared-memory carve-up, identical for every mode (KernelSpec::dynamic_smem_bytes).
+// Accessors rather than stored pointers keep ptxas on 32-bit shared addressing.
 template <class C>
-__device__ void up_down(const UpDownParams& p) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  u16* sx = reinterpret_cast<u16*>(smem);                        // [d_model]
-  float* sh = reinterpret_cast<float*>(smem + C::kModel * 2);      // [list cap] hidden values
-  u32* sidx = reinterpret_cast<u32*>(sh + C::kListCap);            // [list cap] neuron indices
-  float* so = reinterpret_cast<float*>(sidx + C::kListCap);        // [tile_n] overflow tile's h
-  int* soff = reinterpret_cast<int*>(so + C::kTileN);              // [tiles per split + 1]
+struct UpDownSmem {
+  __device__ static unsigned char* base() {
+    extern __shared__ __align__(16) unsigned char up_down_smem[];
+    return up_down_smem;
+  }
+  // [d_model] the token's x
+  __device__ static u16* x() { return reinterpret_cast<u16*>(base()); }
+  // [list cap] hidden (or gate) values
+  __device__ static float* h() { return reinterpret_cast<float*>(base() + C::kModel * 2); }
+  // [list cap] neuron index (fused, down) or entry offset in the token (up)
+  __device__ static u32* idx() { return reinterpret_cast<u32*>(h() + C::kListCap); }
+  // [tile_n] an overflowed tile's h
+  __device__ static float* tile() { return reinterpret_cast<float*>(idx() + C::kListCap); }
+  // [tiles per split + 2] list offsets, then the overflow flag
+  __device__ static int* off() { return reinterpret_cast<int*>(tile() + C::kTileN); }
+};
 
-  const int m = blockIdx.x, split = blockIdx.y;
+// The token's stored entries of tiles [t_begin, t_begin + n) as a list (h, idx),
+// tiles over capacity left to the backup path. Returns the list length; sets
+// off()[n + 1] when a tile overflowed.
+template <class C>
+__device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int t_begin, int n) {
+  using S = UpDownSmem<C>;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int t_begin = split * C::kTilesPerSplit;
-  const int t_end = min(C::kTiles, t_begin + C::kTilesPerSplit);
-  const int n_here = max(0, t_end - t_begin);
   const u32* counts = p.counts + i64(m) * C::kTiles;
-
-  for (int v = threadIdx.x; v < C::kVecs; v += C::kThreads)
-    *reinterpret_cast<Vec8*>(sx + v * 8) = ld_vec8(p.x + i64(m) * C::kModel + v * 8);
-
-  // Offsets of each tile's entries in the list; overflowed tiles take the backup path.
   if (warp == 0) {
     int running = 0;
-    for (int t0 = 0; t0 < n_here; t0 += 32) {
+    bool over = false;
+    for (int t0 = 0; t0 < n; t0 += 32) {
       const int t = t0 + lane;
       int c = 0;
-      if (t < n_here) {
+      if (t < n) {
         const u32 cnt = counts[t_begin + t];
+        over |= cnt > u32(C::kCap);
         c = cnt > u32(C::kCap) ? 0 : int(cnt);
       }
-      int s = c;
+      int sum = c;
 #pragma unroll
       for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(0xffffffffu, s, o);
-        if (lane >= o) s += y;
+        const int y = __shfl_up_sync(0xffffffffu, sum, o);
+        if (lane >= o) sum += y;
       }
-      if (t < n_here) soff[t] = running + s - c;
-      running += __shfl_sync(0xffffffffu, s, 31);
+      if (t < n) S::off()[t] = running + sum - c;
+      running += __shfl_sync(0xffffffffu, sum, 31);
     }
-    if (lane == 0) soff[n_here] = running;
+    over = __any_sync(0xffffffffu, over);
+    if (lane == 0) S::off()[n] = running, S::off()[n + 1] = over;
   }
   __syncthreads();
-
-  const int total = soff[n_here];
-  for (int i = threadIdx.x; i < n_here * C::kCap; i += C::kThreads) {
+  for (int i = threadIdx.x; i < n * C::kCap; i += C::kThreads) {
     const int t = i / C::kCap, e = i % C::kCap;
-    if (e < soff[t + 1] - soff[t]) {
-      const u32 entry = p.entries[(i64(m) * C::kTiles + t_begin + t) * C::kCap + e];
-      sh[soff[t] + e] = twell_value(entry);
-      sidx[soff[t] + e] = u32(t_begin + t) * C::kTileN + twell_index(entry);
+    if (e < S::off()[t + 1] - S::off()[t]) {
+      const u32 o = u32(t_begin + t) * C::kCap + e;
+      const u32 entry = p.entries[i64(m) * C::kTiles * C::kCap + o];
+      S::h()[S::off()[t] + e] = twell_value(entry);
+      S::idx()[S::off()[t] + e] = C::kMode == kModeUp ? o : u32(t_begin + t) * C::kTileN + twell_index(entry);
     }
   }
   __syncthreads();
+  return S::off()[n];
+}
 
-  if (C::kGated) {
-    for (int i = warp; i < total; i += C::kWarps) {
-      const float u = warp_dot<C>(sx, p.w_up + i64(sidx[i]) * C::kModel, lane);
-      if (lane == 0) sh[i] *= u;
+// h *= x . Wu[j] over the list (gated layers).
+template <class C>
+__device__ __forceinline__ void up_dots(const UpDownParams& p, int m, int total) {
+  using S = UpDownSmem<C>;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int i = warp; i < total; i += C::kWarps) {
+    u32 j = S::idx()[i];
+    if (C::kMode == kModeUp) {
+      const u32 entry = p.entries[i64(m) * C::kTiles * C::kCap + j];
+      j = (j / C::kCap) * C::kTileN + twell_index(entry);
     }
-    __syncthreads();
+    const float u = warp_dot<C>(S::x(), p.w_up + i64(j) * C::kModel, lane);
+    if (lane == 0) S::h()[i] *= u;
   }
+  __syncthreads();
+}
 
-  float acc[C::kVecsPerThread][8];
+// acc += h * WdT over the list, then over every neuron of each overflowed tile.
+template <class C>
+__device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C::kVecsPerThread][8],
+                          int vec0, int total, int t_begin, int t_end, int m) {
+  using S = UpDownSmem<C>;
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v)
 #pragma unroll
@@ -127,47 +167,110 @@ __device__ void up_down(const UpDownParams& p) {
   int i = 0;
 #pragma unroll 1
   for (; i + 4 <= total; i += 4)
-    accumulate_rows<C, 4>(acc, p.w_down_t, [&](int r) { return sidx[i + r]; }, [&](int r) { return sh[i + r]; });
+    accumulate_rows<C, 4>(acc, p.w_down_t, vec0, [&](int r) { return S::idx()[i + r]; },
+                          [&](int r) { return S::h()[i + r]; });
 #pragma unroll 1
   for (; i < total; ++i)
-    accumulate_rows<C, 1>(acc, p.w_down_t, [&](int) { return sidx[i]; }, [&](int) { return sh[i]; });
+    accumulate_rows<C, 1>(acc, p.w_down_t, vec0, [&](int) { return S::idx()[i]; }, [&](int) { return S::h()[i]; });
 
-  // Backup path: recompute every neuron of an overflowed tile from the weights.
+  if (!S::off()[t_end - t_begin + 1]) return;  // no tile over capacity (uniform)
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const u32* counts = p.counts + i64(m) * C::kTiles;
   for (int t = t_begin; t < t_end; ++t) {
     if (counts[t] <= u32(C::kCap)) continue;  // uniform across the CTA
     for (int jj = warp; jj < C::kTileN; jj += C::kWarps) {
       const int j = t * C::kTileN + jj;
       float h = 0.0f;
       if (j < C::kFF) {
-        const float g = bf16_to_f32(f32_to_bf16(warp_dot<C>(sx, p.w_gate + i64(j) * C::kModel, lane)));
-        if (is_active(g)) h = C::kGated ? g * warp_dot<C>(sx, p.w_up + i64(j) * C::kModel, lane) : g;
+        const float g = bf16_to_f32(f32_to_bf16(warp_dot<C, 2>(S::x(), p.w_gate + i64(j) * C::kModel, lane)));
+        if (is_active(g)) h = C::kGated ? g * warp_dot<C, 2>(S::x(), p.w_up + i64(j) * C::kModel, lane) : g;
       }
-      if (lane == 0) so[jj] = h;
+      if (lane == 0) S::tile()[jj] = h;
     }
     __syncthreads();
 #pragma unroll 1  // unrolling this rare path made ptxas spill
     for (int jj = 0; jj < C::kTileN; ++jj) {
-      const float h = so[jj];
+      const float h = S::tile()[jj];
       if (h != 0.0f)
-        accumulate_rows<C, 1>(acc, p.w_down_t, [&](int) { return t * C::kTileN + jj; }, [&](int) { return h; });
+        accumulate_rows<C, 1>(acc, p.w_down_t, vec0, [&](int) { return t * C::kTileN + jj; },
+                              [&](int) { return h; });
     }
-    __syncthreads();  // so[] is rewritten by the next overflowed tile
+    __syncthreads();  // tile[] is rewritten by the next overflowed tile
   }
+}
 
+template <class C>
+__device__ __forceinline__ void store_bf16(u16* dst, const float (&a)[8]) {
+  Vec8 o;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) o.w[i] = pack_bf16x2(a[2 * i], a[2 * i + 1]);
+  *reinterpret_cast<Vec8*>(dst) = o;
+}
+
+// Split fused launch: publish this CTA's fp32 partial; the token's last CTA to
+// arrive sums all partials in split order (deterministic) into the bf16 output.
+template <class C>
+__device__ __forceinline__ void reduce_splits(const UpDownParams& p, const float (&acc)[C::kVecsPerThread][8], int m, int split) {
+  __shared__ int last;
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v) {
     const int vec = threadIdx.x + v * C::kThreads;
     if (vec >= C::kVecs) continue;
-    if (C::kSplits == 1) {
-      Vec8 o;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) o.w[i] = pack_bf16x2(acc[v][2 * i], acc[v][2 * i + 1]);
-      *reinterpret_cast<Vec8*>(p.out + i64(m) * C::kModel + vec * 8) = o;
-    } else {
-      float4* dst = reinterpret_cast<float4*>(p.partial + (i64(split) * p.tokens + m) * C::kModel + vec * 8);
-      dst[0] = make_float4(acc[v][0], acc[v][1], acc[v][2], acc[v][3]);
-      dst[1] = make_float4(acc[v][4], acc[v][5], acc[v][6], acc[v][7]);
+    float4* dst = reinterpret_cast<float4*>(p.partial + (i64(split) * p.tokens + m) * C::kModel + vec * 8);
+    __stcg(dst, make_float4(acc[v][0], acc[v][1], acc[v][2], acc[v][3]));
+    __stcg(dst + 1, make_float4(acc[v][4], acc[v][5], acc[v][6], acc[v][7]));
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(p.tickets + m, 1u) == u32(C::kSplits - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int vec = threadIdx.x; vec < C::kVecs; vec += C::kThreads) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < C::kSplits; ++k) {
+      const float4* src = reinterpret_cast<const float4*>(p.partial + (i64(k) * p.tokens + m) * C::kModel + vec * 8);
+      const float4 a = __ldcg(src), b = __ldcg(src + 1);
+      s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
     }
+    store_bf16<C>(p.out + i64(m) * C::kModel + vec * 8, s);
+  }
+  if (threadIdx.x == 0) p.tickets[m] = 0;  // ready for the next forward
+}
+
+template <class C>
+__device__ void up_down(const UpDownParams& p) {
+  using S = UpDownSmem<C>;
+  const int m = blockIdx.x, split = blockIdx.y;
+  const int t_begin = C::kColumnSplit ? 0 : split * C::kTilesPerSplit;
+  const int t_end = min(C::kTiles, t_begin + C::kTilesPerSplit);
+  const int n_here = max(0, t_end - t_begin);
+  const int vec0 = C::kColumnSplit ? split * C::kSliceVecs : 0;
+
+  if (C::kMode != kModeDown) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
+  const int total = gather_entries<C>(p, m, t_begin, n_here);
+  if (C::kMode == kModeDown && S::off()[n_here + 1]) {  // the backup path needs x
+    load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
+    __syncthreads();
+  }
+  if (C::kGated && C::kMode != kModeDown) up_dots<C>(p, m, total);
+
+  if (C::kMode == kModeUp) {  // h over the gate values, same indices
+    for (int i = threadIdx.x; i < total; i += C::kThreads) {
+      u32* e = p.entries + i64(m) * C::kTiles * C::kCap + S::idx()[i];
+      *e = twell_entry(f32_to_bf16(S::h()[i]), twell_index(*e));
+    }
+    return;
+  }
+
+  float acc[C::kVecsPerThread][8];
+  down_rows<C>(p, acc, vec0, total, t_begin, t_end, m);
+
+  if (C::kMode == kModeFused && C::kSplits > 1) return reduce_splits<C>(p, acc, m, split);
+#pragma unroll
+  for (int v = 0; v < C::kVecsPerThread; ++v) {
+    const int vec = threadIdx.x + v * C::kThreads;
+    if (vec < C::kSliceVecs) store_bf16<C>(p.out + i64(m) * C::kModel + (vec0 + vec) * 8, acc[v]);
   }
 }
 

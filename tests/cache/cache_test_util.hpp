@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "codegen/version.hpp"
 #include "cache/records.hpp"
 #include "support/hash.hpp"
 
@@ -25,7 +26,7 @@ struct TempDir {
 };
 
 inline ToolchainIdentity h100() {
-  return {"NVIDIA H100 80GB HBM3", "sm_90a", "580.65", "13.0", "0.1.0"};
+  return {"NVIDIA H100 80GB HBM3", "sm_90a", "580.65", "13.0", kGeneratorVersion};
 }
 
 // A binary whose every field derives from (`writer`, `index`), so a reader can check
@@ -65,7 +66,7 @@ inline TuningRecord make_tuning(int writer, int index, const ToolchainIdentity& 
                                 int64_t bmin = 1, int64_t bmax = 16) {
   TuningRecord r;
   r.toolchain = t;
-  r.ffnjit_version = "0.1.0";
+  r.ffnjit_version = kGeneratorVersion;
   r.layer_signature = "layer" + std::to_string(index) + ":w" + std::to_string(writer) +
                       ":d2048:f5632:gated:profile=abcdef";
   r.bucket_min = bmin;

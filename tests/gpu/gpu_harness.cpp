@@ -81,6 +81,14 @@ std::string check_twell(const synth::Layer& L, const SparseFfnConfig& cfg, const
     double scale = 0;
     for (double v : g) scale = std::max(scale, std::fabs(v));
     const double eps = 1e-2 * scale + 1e-6;
+    // After an up kernel the entries hold h = g * (x . Wu[j]) instead of g.
+    const bool holds_h = cfg.split_up_down() && L.gated;
+    auto up_dot = [&](int j) {
+      double u = 0;
+      for (int k = 0; k < L.d_model; ++k)
+        u += double(bf16_to_float(row[k])) * bf16_to_float(L.wu[size_t(j) * L.d_model + k]);
+      return u;
+    };
     for (int t = 0; t < nt; ++t) {
       int sure = 0, maybe = 0;
       for (int c = 0; c < tn && t * tn + c < L.d_ff; ++c) {
@@ -98,13 +106,20 @@ std::string check_twell(const synth::Layer& L, const SparseFfnConfig& cfg, const
       for (uint32_t e = 0; e < std::min<uint32_t>(count, cap); ++e) {
         const uint32_t entry = entries[(size_t(m) * nt + t) * cap + e];
         const int c = int(entry & 0xffff);
-        const double want = g[t * tn + c], got = bf16_to_float(uint16_t(entry >> 16));
         if (c <= last || c >= tn) {
           why << "entry " << e << " index " << c << " out of order";
           return why.str();
         }
-        if (want < -eps || std::fabs(got - want) > 1e-2 * std::fabs(want) + eps) {
-          why << "entry " << e << " neuron " << c << " holds " << got << ", gate is " << want;
+        const double gate = g[t * tn + c], got = bf16_to_float(uint16_t(entry >> 16));
+        if (gate < -eps) {
+          why << "entry " << e << " neuron " << c << " has gate " << gate;
+          return why.str();
+        }
+        const double u = holds_h ? up_dot(t * tn + c) : 1.0;
+        // bf16 gate, and for h one more bf16 rounding.
+        const double want = gate * u, tol = (1e-2 * std::fabs(gate) + eps) * std::fabs(u) * (holds_h ? 2 : 1);
+        if (std::fabs(got - want) > tol) {
+          why << "entry " << e << " neuron " << c << " holds " << got << ", expected " << want;
           return why.str();
         }
         last = c;

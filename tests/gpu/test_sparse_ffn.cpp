@@ -54,6 +54,31 @@ void check_case(Gpu& g, const Shape& s, double fraction, int tokens, const synth
   CHECK(r.ok());
 }
 
+// Every pipeline the tuner can pick: {gate_pack, GEMM + pack} x {up_down with 1 or 4
+// tile splits, up + down with 1, 2 or 4 column splits}.
+std::vector<SparseFfnConfig> pipelines(const Shape& s, Arch arch, int tokens, const Sparsity& sp = {}) {
+  const LayerShape shape{s.d_model, s.d_ff, s.gated};
+  const BatchBucket b{tokens, tokens};
+  std::vector<SparseFfnConfig> out;
+  for (Family gate : {Family::kGatePack, Family::kPack})
+    for (auto [family, splits] : {std::pair{Family::kUpDown, 1}, std::pair{Family::kUpDown, 4},
+                                  std::pair{Family::kDown, 1}, std::pair{Family::kDown, 2},
+                                  std::pair{Family::kDown, 4}}) {
+      SparseFfnConfig cfg = default_sparse_config(shape, arch, tokens, sp);
+      cfg.gate = default_spec(gate, shape, arch, b, sp);
+      cfg.up_down = default_spec(family, shape, arch, b, sp);
+      cfg.up_down.tile.splits = splits;
+      if (cfg.validate()) out.push_back(cfg);
+    }
+  return out;
+}
+
+std::string pipeline_name(const SparseFfnConfig& cfg) {
+  std::string n;
+  for (const auto& s : cfg.kernel_specs()) n += (n.empty() ? "" : " + ") + s.kernel_name();
+  return n;
+}
+
 }  // namespace
 
 TEST_CASE("gpu: every token count on the SparseLM-1.5B shape at 0.5% activity") {
@@ -139,17 +164,58 @@ TEST_CASE("gpu: tile shapes, capacities and splits the tuner can pick") {
         for (int bk : {32, 64})
           for (int splits : {1, 4}) {
             auto cfg = default_sparse_config(shape, g->arch, m, Sparsity{tile_n, std::max(1, cap)});
+            cfg.gate = default_spec(Family::kGatePack, shape, g->arch, {m, m}, cfg.gate.sparsity);
+            cfg.up_down = default_spec(Family::kUpDown, shape, g->arch, {m, m}, cfg.gate.sparsity);
             cfg.gate.tile.bm = bm;
             cfg.gate.tile.warps_m = bm >= 32 ? 2 : 1;
             cfg.gate.tile.warps_n = std::min(4, tile_n / 16);
             cfg.gate.tile.bk = bk;
             cfg.gate.tile.stages = bk == 64 ? 3 : 4;
-            cfg.up_down.tile.splits = cfg.reduce.tile.splits = splits;
+            cfg.up_down.tile.splits = splits;
             if (!cfg.validate()) continue;
             CaseResult r = run_sparse_case(*g, L, cfg, x, m);
             INFO(cfg.gate.kernel_name() << " " << cfg.up_down.kernel_name() << ": " << r.describe());
             CHECK(r.ok());
           }
+  // The GEMM gate's packer and the split up/down at every TwELL format.
+  for (int tile_n : {32, 64, 128, 256})
+    for (int cap : {1, tile_n / 8 - 1, tile_n}) {
+      const Sparsity sp{tile_n, std::max(1, cap)};
+      auto cfg = default_sparse_config(shape, g->arch, m, sp);
+      cfg.gate = default_spec(Family::kPack, shape, g->arch, {m, m}, sp);
+      cfg.up_down = default_spec(Family::kDown, shape, g->arch, {m, m}, sp);
+      REQUIRE(cfg.validate());
+      CaseResult r = run_sparse_case(*g, L, cfg, x, m);
+      INFO(pipeline_name(cfg) << ": " << r.describe());
+      CHECK(r.ok());
+    }
+}
+
+TEST_CASE("gpu: every gate and up/down pipeline, with overflow, at awkward sizes") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  synth::InputOptions heavy;
+  heavy.heavy_fraction = 0.2;
+  heavy.heavy_scale = 3.0f;
+  for (const Shape& s : {kShapes[0], kShapes[3], kShapes[4]})
+    for (int m : {1, 3, 257, 1000})
+      for (const auto& cfg : pipelines(s, g->arch, m)) {
+        DeviceLayer& L = layer_for(*g, s, 0.005);
+        auto x = synth::make_inputs(m, s.d_model, 1234 + m, heavy);
+        CaseResult r = run_sparse_case(*g, L, cfg, x, m);
+        INFO(s.d_model << "x" << s.d_ff << " tokens=" << m << " " << pipeline_name(cfg) << ": " << r.describe());
+        CHECK(r.ok());
+      }
+  // Large: several GEMM-gate chunks (kGateGemmRows) and every pipeline at 8192.
+  for (int m : {8192, kGateGemmRows + 3})
+    for (const auto& cfg : pipelines(kMain, g->arch, m)) {
+      if (m != 8192 && !cfg.gemm_gate()) continue;
+      DeviceLayer& L = layer_for(*g, kMain, 0.005);
+      auto x = synth::make_inputs(m, kMain.d_model, 99 + m);
+      CaseResult r = run_sparse_case(*g, L, cfg, x, m, {0, kGateGemmRows - 1, kGateGemmRows, m - 1});
+      INFO("tokens=" << m << " " << pipeline_name(cfg) << ": " << r.describe());
+      CHECK(r.ok());
+    }
 }
 
 TEST_CASE("gpu: the cuBLASLt dense baseline matches the reference") {
@@ -173,6 +239,14 @@ TEST_CASE("gpu sanitize: representative kernels", "[sanitize]") {
   heavy.heavy_fraction = 0.3;
   heavy.heavy_scale = 3.0f;
   for (const Shape& s : {Shape{512, 1536, true}, Shape{768, 3072, false}})
-    for (int m : {1, 3, 257}) check_case(*g, s, 0.01, m, heavy);
+    for (int m : {1, 3, 257}) {
+      check_case(*g, s, 0.01, m, heavy);
+      for (const auto& cfg : pipelines(s, g->arch, m)) {
+        DeviceLayer& L = layer_for(*g, s, 0.01);
+        CaseResult r = run_sparse_case(*g, L, cfg, synth::make_inputs(m, s.d_model, 5 + m, heavy), m);
+        INFO(pipeline_name(cfg) << ": " << r.describe());
+        CHECK(r.ok());
+      }
+    }
   check_case(*g, Shape{512, 1536, true}, 1.0, 3);
 }

@@ -22,9 +22,19 @@ std::vector<KernelSpec> variants(Arch arch) {
       out.push_back(default_spec(Family::kGatePack, l, arch, {tokens, tokens}));
       out.push_back(default_spec(Family::kUpDown, l, arch, {tokens, tokens}));
     }
-  KernelSpec r = default_spec(Family::kReduce, shapes[0], arch, {1, 1});
+  // The GEMM gate's packer, up, and down (column splits 1, 2, 4) on every shape; the
+  // fused up_down split over tiles (the in-kernel reduction).
+  for (const auto& l : shapes)
+    for (Family f : {Family::kPack, Family::kUp, Family::kDown}) out.push_back(default_spec(f, l, arch, {8192, 8192}));
+  for (int splits : {1, 4}) {
+    KernelSpec d = default_spec(Family::kDown, shapes[0], arch, {8192, 8192});
+    d.tile.splits = splits;
+    out.push_back(d);
+  }
+  KernelSpec r = default_spec(Family::kUpDown, shapes[0], arch, {64, 64});
   r.tile.splits = 4;
   out.push_back(r);
+  for (int tile_n : {32, 64, 256}) out.push_back(default_spec(Family::kPack, shapes[0], arch, {8192, 8192}, {tile_n, tile_n / 4 - 1}));
   // The helpers: weight transpose, dense activation (both gatings), serving counters.
   out.push_back(default_spec(Family::kTranspose, shapes[0], arch, {1, 1}));
   out.push_back(default_spec(Family::kDenseAct, shapes[0], arch, {1, 1}));
@@ -63,7 +73,7 @@ TEST_CASE("every variant compiles for sm_80, sm_89 and sm_90a without spills") {
 }
 
 TEST_CASE("a compile error comes back as a value with the log and options") {
-  KernelSpec spec = default_spec(Family::kReduce, {512, 1536, true}, Arch::kSm80, {1, 1});
+  KernelSpec spec = default_spec(Family::kPack, {512, 1536, true}, Arch::kSm80, {1, 1});
   auto src = generate_source(spec);
   REQUIRE(src);
   src->text += "\nthis is not CUDA;\n";
@@ -75,7 +85,7 @@ TEST_CASE("a compile error comes back as a value with the log and options") {
 }
 
 TEST_CASE("PTX is produced on request and the key depends on the arch") {
-  KernelSpec spec = default_spec(Family::kReduce, {512, 1536, true}, Arch::kSm90a, {1, 1});
+  KernelSpec spec = default_spec(Family::kPack, {512, 1536, true}, Arch::kSm90a, {1, 1});
   auto src = generate_source(spec);
   REQUIRE(src);
   CompileOptions opts;

@@ -210,7 +210,7 @@ TEST_CASE("records from another toolchain are skipped and reported, never loaded
   Cache c = open_ok(t.file("cache.db"));
   ToolchainIdentity old_nvrtc = h100();
   old_nvrtc.nvrtc_version = "12.4";
-  ToolchainIdentity a100 = {"NVIDIA A100-SXM4-80GB", "sm_80", "580.65", "13.0", "0.1.0"};
+  ToolchainIdentity a100 = {"NVIDIA A100-SXM4-80GB", "sm_80", "580.65", "13.0", kGeneratorVersion};
   for (int i = 0; i < 3; ++i) REQUIRE(c.put_tuning(make_tuning(0, i)));
   for (int i = 0; i < 12; ++i) REQUIRE(c.put_tuning(make_tuning(1, i, old_nvrtc)));
   REQUIRE(c.put_tuning(make_tuning(2, 0, a100)));
@@ -256,7 +256,7 @@ TEST_CASE("records from another toolchain are skipped and reported, never loaded
   CHECK(ok->record);
 
   // Unknown fields (the CLI without a driver) match anything.
-  ToolchainIdentity no_gpu = {"", "", "", "13.0", "0.1.0"};
+  ToolchainIdentity no_gpu = {"", "", "", "13.0", kGeneratorVersion};
   CHECK(c.load_tunings(no_gpu)->records.size() == 4);  // 3 on the H100, 1 on the A100
 }
 
@@ -278,7 +278,7 @@ TEST_CASE("skip report wording") {
 TEST_CASE("list filters by layer, arch and name") {
   TempDir t;
   Cache c = open_ok(t.file("cache.db"));
-  ToolchainIdentity a100 = {"NVIDIA A100", "sm_80", "580.65", "13.0", "0.1.0"};
+  ToolchainIdentity a100 = {"NVIDIA A100", "sm_80", "580.65", "13.0", kGeneratorVersion};
   for (int i = 0; i < 3; ++i) REQUIRE(c.put_binary(make_binary(0, i)));
   REQUIRE(c.put_binary(make_binary(0, 0, a100)));
   for (int i = 0; i < 3; ++i) REQUIRE(c.put_tuning(make_tuning(0, i)));
@@ -511,7 +511,7 @@ TEST_CASE("gc drops unusable and old records") {
   REQUIRE(c.put_tuning(make_tuning(0, 0)));
 
   GcOptions unusable;
-  unusable.unusable_for = ToolchainIdentity{"", "", "", "13.0", "0.1.0"};
+  unusable.unusable_for = ToolchainIdentity{"", "", "", "13.0", kGeneratorVersion};
   unusable.now_ms = now;
   auto r = c.gc(unusable);
   REQUIRE(r);

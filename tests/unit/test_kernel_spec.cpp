@@ -20,7 +20,7 @@ std::string why(const KernelSpec& s) {
 }  // namespace
 
 TEST_CASE("default specs validate for every family, arch and bucket") {
-  for (Family f : {Family::kGatePack, Family::kUpDown, Family::kReduce})
+  for (Family f : {Family::kGatePack, Family::kPack, Family::kUpDown, Family::kUp, Family::kDown})
     for (Arch a : {Arch::kSm80, Arch::kSm89, Arch::kSm90a})
       for (int t : {1, 3, 16, 64, 255, 8192})
         for (LayerShape l : {LayerShape{2048, 5632, true}, LayerShape{4096, 14336, true},
