@@ -481,16 +481,24 @@ ffnjit_status ffnjit_export_profile(ffnjit_layer* const* layers, int count, cons
   if (!path || !*path) return invalid("path is empty; name the profile file to write");
   if (!is_hex64(fingerprint))
     return invalid("checkpoint_fingerprint must be the 64 lower-case hex digits `ffnjit tune` and `ffnjit profile` print");
+  // Every handle first, so that a bad one fails the call before anything is read.
+  for (int i = 0; i < count; ++i) {
+    if (Status s = check_layer(layers[i]); !s)
+      return invalid("layers[" + std::to_string(i) + "]: " + s.error().message);
+    if (layers[i]->ctx != layers[0]->ctx)
+      return invalid("layers[" + std::to_string(i) +
+                     "] belongs to another context than layers[0]; export the layers of each "
+                     "context separately");
+  }
+  if (!layers[0]->ctx->options.count_sparsity)
+    return invalid(
+        "the context was created without count_sparsity; set it in ffnjit_context_options to "
+        "collect serving counters");
   profile::Profile prof;
   prof.fingerprint = fingerprint;
   prof.source = "ffnjit runtime serving counters";
   for (int i = 0; i < count; ++i) {
     ffnjit_layer* l = layers[i];
-    if (Status s = check_layer(l); !s) return fail(s);
-    if (l->ctx != layers[0]->ctx) return invalid("layers[" + std::to_string(i) + "] belongs to another context");
-    if (!l->ctx->options.count_sparsity)
-      return invalid("the context was created without count_sparsity; set it in ffnjit_context_options to collect "
-                     "serving counters");
     if (Status s = l->ctx->device->make_current(); !s) return fail(s);
     const int dff = l->shape.d_ff;
     std::vector<uint64_t> tokens_by_active(size_t(dff) + 1), active(dff);

@@ -157,7 +157,9 @@ FFNJIT_API ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, 
  * and per (token, tile), per-neuron firing counts, dead neurons) as an ffnjit profile
  * (docs/profile.md) that `ffnjit tune --profile` reads. layers[i] must be FFN layer i
  * of the checkpoint with this fingerprint (64 hex digits, printed by `ffnjit tune`
- * and `ffnjit profile`), all from one context created with count_sparsity. Buckets
+ * and `ffnjit profile`), all from one live context created with count_sparsity
+ * (layers of another context, or of a destroyed one, fail the call with
+ * FFNJIT_STATUS_INVALID_ARGUMENT before anything is read or written). Buckets
  * served by the dense fallback produce no TwELL and are not counted. Synchronizes
  * with the device; not concurrent with forwards on these layers. */
 FFNJIT_API ffnjit_status ffnjit_export_profile(ffnjit_layer* const* layers, int count,
