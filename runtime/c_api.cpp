@@ -74,6 +74,12 @@ struct ffnjit_context {
   cache::ToolchainIdentity identity;
   std::atomic<int64_t> tuned_buckets{0}, default_buckets{0};
   std::string skipped;  // the last "records for another toolchain" report
+  // Lifetime: one reference for the handle (dropped by ffnjit_context_destroy) and
+  // one per live layer; the last one to go deletes the context, so a layer never
+  // points at freed memory. `destroyed` makes every later call on the context or
+  // its layers fail (ffnjit_layer_destroy excepted).
+  std::atomic<int64_t> refs{1};
+  std::atomic<bool> destroyed{false};
 };
 
 struct ffnjit_layer {
@@ -113,13 +119,29 @@ namespace {
 Status check_context(const ffnjit_context* ctx) {
   if (!ctx) return user_error("context is NULL; create one with ffnjit_context_create");
   if (ctx->magic != kContextMagic) return user_error("context handle is invalid or already destroyed");
+  if (ctx->destroyed.load(std::memory_order_acquire))
+    return user_error(
+        "context was destroyed with ffnjit_context_destroy; its remaining layers only accept "
+        "ffnjit_layer_destroy");
   return {};
 }
 
+// On every forward: one more load (the context's `destroyed` flag) than the handle check.
 Status check_layer(const ffnjit_layer* layer) {
   if (!layer) return user_error("layer is NULL; register one with ffnjit_layer_register");
   if (layer->magic != kLayerMagic) return user_error("layer handle is invalid or already destroyed");
+  if (layer->ctx->destroyed.load(std::memory_order_acquire))
+    return user_error(
+        "the layer's context was destroyed; destroy layers before their context "
+        "(ffnjit_layer_destroy still frees this layer)");
   return {};
+}
+
+// Drops one reference (the handle's or a layer's); the last one deletes the context.
+void release(ffnjit_context* ctx) {
+  if (ctx->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  ctx->magic = 0;
+  delete ctx;
 }
 
 // First use of a bucket: the tuned winner for this GPU, toolchain, layer and bucket
@@ -276,8 +298,10 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
 
 void ffnjit_context_destroy(ffnjit_context* ctx) {
   if (!ctx || ctx->magic != kContextMagic) return;
-  ctx->magic = 0;
-  delete ctx;
+  // With live layers the context only marks itself destroyed; the last
+  // ffnjit_layer_destroy deletes it.
+  if (ctx->destroyed.exchange(true, std::memory_order_acq_rel)) return;
+  release(ctx);
 }
 
 ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc* d, ffnjit_layer** out) {
@@ -341,6 +365,7 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
       if (Status s = buf->fill_bytes(0); !s) return fail(s);
     }
   }
+  ctx->refs.fetch_add(1, std::memory_order_relaxed);
   *out = layer.release();
   return ok();
 }
@@ -368,7 +393,9 @@ ffnjit_status ffnjit_layer_get_stats(ffnjit_layer* layer, ffnjit_layer_stats* ou
 void ffnjit_layer_destroy(ffnjit_layer* layer) {
   if (!layer || layer->magic != kLayerMagic) return;
   layer->magic = 0;
-  delete layer;
+  ffnjit_context* ctx = layer->ctx;
+  delete layer;  // its device memory and dense fallback go while the context still holds the device
+  release(ctx);  // the last layer of a destroyed context deletes it
 }
 
 ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tokens, size_t* bytes) {
@@ -454,16 +481,24 @@ ffnjit_status ffnjit_export_profile(ffnjit_layer* const* layers, int count, cons
   if (!path || !*path) return invalid("path is empty; name the profile file to write");
   if (!is_hex64(fingerprint))
     return invalid("checkpoint_fingerprint must be the 64 lower-case hex digits `ffnjit tune` and `ffnjit profile` print");
+  // Every handle first, so that a bad one fails the call before anything is read.
+  for (int i = 0; i < count; ++i) {
+    if (Status s = check_layer(layers[i]); !s)
+      return invalid("layers[" + std::to_string(i) + "]: " + s.error().message);
+    if (layers[i]->ctx != layers[0]->ctx)
+      return invalid("layers[" + std::to_string(i) +
+                     "] belongs to another context than layers[0]; export the layers of each "
+                     "context separately");
+  }
+  if (!layers[0]->ctx->options.count_sparsity)
+    return invalid(
+        "the context was created without count_sparsity; set it in ffnjit_context_options to "
+        "collect serving counters");
   profile::Profile prof;
   prof.fingerprint = fingerprint;
   prof.source = "ffnjit runtime serving counters";
   for (int i = 0; i < count; ++i) {
     ffnjit_layer* l = layers[i];
-    if (Status s = check_layer(l); !s) return fail(s);
-    if (l->ctx != layers[0]->ctx) return invalid("layers[" + std::to_string(i) + "] belongs to another context");
-    if (!l->ctx->options.count_sparsity)
-      return invalid("the context was created without count_sparsity; set it in ffnjit_context_options to collect "
-                     "serving counters");
     if (Status s = l->ctx->device->make_current(); !s) return fail(s);
     const int dff = l->shape.d_ff;
     std::vector<uint64_t> tokens_by_active(size_t(dff) + 1), active(dff);

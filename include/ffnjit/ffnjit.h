@@ -5,6 +5,11 @@
  *   returns a message for the calling thread that names the fix. It stays valid
  *   until the next ffnjit call on that thread.
  * - Handles are opaque. Destroying NULL is a no-op.
+ * - Lifetime: destroy layers before their context. A context destroyed while
+ *   layers of it are alive is only marked destroyed: every later call on it or on
+ *   those layers fails with FFNJIT_STATUS_INVALID_ARGUMENT ("the layer's context
+ *   was destroyed; ..."), except ffnjit_layer_destroy, and the last
+ *   ffnjit_layer_destroy frees the context.
  * - All device pointers are plain CUDA device pointers (cudaMalloc / cuMemAlloc /
  *   torch tensors) on the context's device; streams are CUstream / cudaStream_t.
  * - Thread safety is stated per function. Unless stated, distinct handles may be
@@ -88,8 +93,13 @@ typedef struct ffnjit_context_stats {
 /* Counters of how this context found its kernels. Thread-safe. */
 FFNJIT_API ffnjit_status ffnjit_context_get_stats(const ffnjit_context* ctx, ffnjit_context_stats* out);
 
-/* Destroys a context; its layers must be destroyed first. NULL is a no-op. Not
- * concurrent with other calls on the same context. */
+/* Destroys a context. Destroy its layers first: with layers still alive, the
+ * context is only marked destroyed (every later call on it or on its layers, other
+ * than ffnjit_layer_destroy, fails with FFNJIT_STATUS_INVALID_ARGUMENT) and its
+ * memory, device context reference and kernels are freed by the last
+ * ffnjit_layer_destroy. NULL is a no-op. Not concurrent with other calls on the
+ * same context; calls on its layers may race it (they either complete or fail as
+ * above). */
 FFNJIT_API void ffnjit_context_destroy(ffnjit_context* ctx);
 
 typedef enum ffnjit_dtype { FFNJIT_BF16 = 0, FFNJIT_DTYPE_MAX_ENUM = 0x7fffffff } ffnjit_dtype;
@@ -109,30 +119,37 @@ typedef struct ffnjit_layer_desc {
 
 /* Registers a layer: validates the description, copies the weights into the
  * layouts the kernels read (device memory owned by the layer), and resolves
- * nothing else yet. The caller's weight buffers may be freed afterwards.
- * Thread-safe with respect to other layers of the same context. */
+ * nothing else yet. The caller's weight buffers may be freed afterwards. The
+ * layer keeps its context allocated until ffnjit_layer_destroy (see
+ * ffnjit_context_destroy). Thread-safe with respect to other layers of the same
+ * context. */
 FFNJIT_API ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc* desc, ffnjit_layer** out);
 
 typedef struct ffnjit_layer_stats {
   int64_t overflow_tiles; /* (token, tile) pairs over TwELL capacity since registration (computed exactly) */
 } ffnjit_layer_stats;
 
-/* Serving counters of a layer. Synchronizes with the device to read them. */
+/* Serving counters of a layer. Synchronizes with the device to read them. Fails
+ * (FFNJIT_STATUS_INVALID_ARGUMENT) once the layer's context was destroyed. */
 FFNJIT_API ffnjit_status ffnjit_layer_get_stats(ffnjit_layer* layer, ffnjit_layer_stats* out);
 
-/* Destroys a layer and its device memory. NULL is a no-op. */
+/* Destroys a layer and its device memory; the last layer of a destroyed context
+ * also frees the context. Works after ffnjit_context_destroy. NULL is a no-op.
+ * Not concurrent with other calls on the same layer. */
 FFNJIT_API void ffnjit_layer_destroy(ffnjit_layer* layer);
 
 /* Bytes of device workspace ffnjit_ffn_forward needs for `tokens` tokens (256-byte
- * aligned pointers). Thread-safe. */
+ * aligned pointers). Fails (FFNJIT_STATUS_INVALID_ARGUMENT) once the layer's
+ * context was destroyed. Thread-safe. */
 FFNJIT_API ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tokens, size_t* bytes);
 
 /* out[tokens][d_model] = FFN(x[tokens][d_model]), both bf16 device pointers
  * (16-byte aligned), enqueued on `stream`. Zero tokens is a valid call that does
  * nothing. Never allocates or synchronizes, so it can be captured in a CUDA graph;
  * the first call for a batch bucket looks the kernel up (and may compile, see
- * ffnjit_miss_policy), later calls do not touch the cache. Calls on the same layer
- * may come from several threads. */
+ * ffnjit_miss_policy), later calls do not touch the cache. Fails
+ * (FFNJIT_STATUS_INVALID_ARGUMENT) once the layer's context was destroyed. Calls on
+ * the same layer may come from several threads. */
 FFNJIT_API ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, int64_t tokens, void* workspace,
                                  size_t workspace_bytes, void* stream);
 
@@ -140,7 +157,9 @@ FFNJIT_API ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, 
  * and per (token, tile), per-neuron firing counts, dead neurons) as an ffnjit profile
  * (docs/profile.md) that `ffnjit tune --profile` reads. layers[i] must be FFN layer i
  * of the checkpoint with this fingerprint (64 hex digits, printed by `ffnjit tune`
- * and `ffnjit profile`), all from one context created with count_sparsity. Buckets
+ * and `ffnjit profile`), all from one live context created with count_sparsity
+ * (layers of another context, or of a destroyed one, fail the call with
+ * FFNJIT_STATUS_INVALID_ARGUMENT before anything is read or written). Buckets
  * served by the dense fallback produce no TwELL and are not counted. Synchronizes
  * with the device; not concurrent with forwards on these layers. */
 FFNJIT_API ffnjit_status ffnjit_export_profile(ffnjit_layer* const* layers, int count,

@@ -152,6 +152,100 @@ TEST_CASE("c api: forward validates pointers, counts and workspace") {
   CHECK(ffnjit_ffn_forward(f.handle, nullptr, nullptr, 0, nullptr, 0, nullptr) == FFNJIT_STATUS_OK);
 }
 
+TEST_CASE("c api: a context destroyed before its layers fails their calls until they go") {
+  Fixture f;
+  if (!f.ready()) return;
+  const int m = 5;
+  auto x = *DeviceBuffer::alloc(m * 512 * 2), out = *DeviceBuffer::alloc(m * 512 * 2);
+  size_t ws_bytes = 0;
+  REQUIRE(ffnjit_layer_workspace_size(f.handle, m, &ws_bytes) == FFNJIT_STATUS_OK);
+  auto ws = *DeviceBuffer::alloc(ws_bytes);
+  void* px = reinterpret_cast<void*>(x.ptr());
+  void* po = reinterpret_cast<void*>(out.ptr());
+  void* pw = reinterpret_cast<void*>(ws.ptr());
+  REQUIRE(ffnjit_ffn_forward(f.handle, px, po, m, pw, ws_bytes, nullptr) == FFNJIT_STATUS_OK);
+  ffnjit_layer* second = nullptr;
+  REQUIRE(ffnjit_layer_register(f.ctx, &f.desc, &second) == FFNJIT_STATUS_OK);
+
+  // Two live layers: the context is only marked destroyed.
+  ffnjit_context_destroy(f.ctx);
+  const char* msg = "the layer's context was destroyed; destroy layers before their context";
+  EXPECT_STATUS(ffnjit_ffn_forward(f.handle, px, po, m, pw, ws_bytes, nullptr),
+                FFNJIT_STATUS_INVALID_ARGUMENT, msg);
+  EXPECT_STATUS(ffnjit_ffn_forward(f.handle, nullptr, nullptr, 0, nullptr, 0, nullptr),
+                FFNJIT_STATUS_INVALID_ARGUMENT, msg);
+  size_t bytes = 0;
+  EXPECT_STATUS(ffnjit_layer_workspace_size(f.handle, m, &bytes), FFNJIT_STATUS_INVALID_ARGUMENT,
+                msg);
+  EXPECT_STATUS(ffnjit_layer_workspace_size(second, 3000, &bytes), FFNJIT_STATUS_INVALID_ARGUMENT,
+                msg);
+  ffnjit_layer_stats ls{};
+  EXPECT_STATUS(ffnjit_layer_get_stats(second, &ls), FFNJIT_STATUS_INVALID_ARGUMENT, msg);
+  const std::string fp(64, 'a');
+  EXPECT_STATUS(
+      ffnjit_export_profile(&f.handle, 1, fp.c_str(), "/tmp/ffnjit-test-c-api-unused.json"),
+      FFNJIT_STATUS_INVALID_ARGUMENT, std::string("layers[0]: ") + msg);
+  // Calls on the context itself name the destroy.
+  ffnjit_context_stats cs{};
+  EXPECT_STATUS(ffnjit_context_get_stats(f.ctx, &cs), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "context was destroyed with ffnjit_context_destroy");
+  ffnjit_layer* l = nullptr;
+  EXPECT_STATUS(ffnjit_layer_register(f.ctx, &f.desc, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "context was destroyed with ffnjit_context_destroy");
+  CHECK(l == nullptr);
+
+  // Layer destroys still work in any order; the last one frees the context.
+  ffnjit_layer_destroy(second);
+  EXPECT_STATUS(ffnjit_ffn_forward(f.handle, px, po, m, pw, ws_bytes, nullptr),
+                FFNJIT_STATUS_INVALID_ARGUMENT, msg);
+  ffnjit_layer_destroy(f.handle);
+  f.handle = nullptr, f.ctx = nullptr;  // both gone: the fixture has nothing left to destroy
+  ffnjit_layer_destroy(nullptr);
+  ffnjit_context_destroy(nullptr);
+
+  // The usual order still works on a fresh context with the same cache.
+  ffnjit_context_options o;
+  ffnjit_context_options_init(&o);
+  o.cache_path = test_cache_path();
+  ffnjit_context* ctx = nullptr;
+  REQUIRE(ffnjit_context_create(&o, &ctx) == FFNJIT_STATUS_OK);
+  REQUIRE(ffnjit_layer_register(ctx, &f.desc, &l) == FFNJIT_STATUS_OK);
+  CHECK(ffnjit_ffn_forward(l, px, po, m, pw, ws_bytes, nullptr) == FFNJIT_STATUS_OK);
+  ffnjit_layer_destroy(l);
+  ffnjit_context_destroy(ctx);
+}
+
+TEST_CASE("c api: export_profile checks every layer handle before reading any") {
+  Fixture f;
+  if (!f.ready()) return;
+  const std::string fp(64, 'a');
+  const std::string path = "/tmp/ffnjit-test-c-api-" + std::to_string(::getpid()) + "-profile.json";
+  std::remove(path.c_str());
+  EXPECT_STATUS(ffnjit_export_profile(&f.handle, 1, fp.c_str(), path.c_str()),
+                FFNJIT_STATUS_INVALID_ARGUMENT,
+                "the context was created without count_sparsity; set it in ffnjit_context_options");
+  ffnjit_layer* with_null[] = {f.handle, nullptr};
+  EXPECT_STATUS(ffnjit_export_profile(with_null, 2, fp.c_str(), path.c_str()),
+                FFNJIT_STATUS_INVALID_ARGUMENT, "layers[1]: layer is NULL");
+  // A layer of another context.
+  ffnjit_context_options o;
+  ffnjit_context_options_init(&o);
+  o.cache_path = test_cache_path();
+  o.count_sparsity = 1;
+  ffnjit_context* other = nullptr;
+  REQUIRE(ffnjit_context_create(&o, &other) == FFNJIT_STATUS_OK);
+  ffnjit_layer* l = nullptr;
+  REQUIRE(ffnjit_layer_register(other, &f.desc, &l) == FFNJIT_STATUS_OK);
+  ffnjit_layer* mixed[] = {l, f.handle};
+  EXPECT_STATUS(ffnjit_export_profile(mixed, 2, fp.c_str(), path.c_str()),
+                FFNJIT_STATUS_INVALID_ARGUMENT,
+                "layers[1] belongs to another context than layers[0]; export the layers of each "
+                "context separately");
+  CHECK(::access(path.c_str(), F_OK) != 0);  // nothing written
+  ffnjit_layer_destroy(l);
+  ffnjit_context_destroy(other);
+}
+
 TEST_CASE("c api: cache-only contexts refuse to compile") {
   Fixture f;  // registers a layer with compile-on-miss: the transpose kernel is now cached
   if (!f.ready()) return;
