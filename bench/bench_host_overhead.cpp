@@ -162,13 +162,21 @@ int main() {
       const bool ok = forward();
       if (cu->cuStreamEndCapture(stream, &graph) == CUDA_SUCCESS && graph) {
         if (ok) n = count_nodes(graph);
-        cu->cuGraphDestroy(graph);
       }
       if (!ok) return 1;
     }
     Timing t;
     if (!time_host(cu, stream, forward, &t)) return 1;
     print_row("forward m=" + std::to_string(m), n, t, floor.median);
+    // For comparison: replaying the captured forward as one graph launch.
+    CUgraphExec exec = nullptr;
+    if (graph && cu->cuGraphInstantiate(&exec, graph, 0) == CUDA_SUCCESS) {
+      Timing tg;
+      if (time_host(cu, stream, [&] { return cu->cuGraphLaunch(exec, stream) == CUDA_SUCCESS; }, &tg))
+        print_row("graph m=" + std::to_string(m), {0, 1}, tg, floor.median);
+      cu->cuGraphExecDestroy(exec);
+    }
+    if (graph) cu->cuGraphDestroy(graph);
   }
   ffnjit_layer_destroy(l);
   ffnjit_context_destroy(ctx);

@@ -17,6 +17,7 @@
 #include "runtime/choice.hpp"
 #include "templates/ffnjit/params.h"
 #include "runtime/device_weights.hpp"
+#include "runtime/forward_graph.hpp"
 
 namespace {
 
@@ -80,6 +81,12 @@ struct ffnjit_context {
   // its layers fail (ffnjit_layer_destroy excepted).
   std::atomic<int64_t> refs{1};
   std::atomic<bool> destroyed{false};
+  // Where repeated forwards are captured into graphs (runtime/forward_graph.hpp).
+  CUstream capture_stream = nullptr;
+  std::mutex capture_mu;
+  ~ffnjit_context() {
+    if (capture_stream && device && device->make_current()) device->api()->cuStreamDestroy(capture_stream);
+  }
 };
 
 struct ffnjit_layer {
@@ -103,6 +110,7 @@ struct ffnjit_layer {
     SparseFfnKernels kernels;
     const LoadedKernel* stats = nullptr;  // serving counters (context option count_sparsity)
     CUdeviceptr tile_hist = 0;            // this bucket's tile width's per-tile histograms
+    mutable ForwardGraph graph;           // repeated calls replay as one graph launch
   };
   // Serving counters (uint64 on the device): tokens by active neurons, tokens per
   // neuron, and per tile width the (token, tile) histograms of each tile.
@@ -278,6 +286,9 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
   if (!db) return fail(db.error());
   ctx->cache = std::make_unique<cache::Cache>(std::move(*db));
   ctx->identity = toolchain_identity(ctx->device->info());
+  if (Status s = ctx->device->make_current(); !s) return fail(s);
+  if (CUresult r = ctx->device->api()->cuStreamCreate(&ctx->capture_stream, CU_STREAM_NON_BLOCKING); r != CUDA_SUCCESS)
+    return fail(drv::driver_error("cuStreamCreate", r));
   ffnjit_context* raw = ctx.get();
   ctx->kernels.set_backing(
       {[raw](const std::string& key) -> Expected<std::optional<CompiledKernel>> {
@@ -448,20 +459,23 @@ ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, 
     layer->checked_x.store(ux, std::memory_order_relaxed);
     layer->checked_out.store(uo, std::memory_order_relaxed);
   }
-  Status s = (*r)->choice.strategy == Choice::Strategy::kDense
-                 ? layer->dense->forward(layer->weights.dense(), CUdeviceptr(x), CUdeviceptr(out), int(tokens),
-                                         CUdeviceptr(workspace), static_cast<CUstream>(stream))
-                 : sparse_ffn_forward((*r)->kernels, (*r)->cfg, layer->device_weights, CUdeviceptr(x),
-                                      CUdeviceptr(out), int(tokens), CUdeviceptr(workspace),
-                                      static_cast<CUstream>(stream));
-  if (!s) return fail(s);
-  if (const LoadedKernel* stats = (*r)->stats) {
-    const TwellView tw = twell_in_workspace((*r)->cfg, int(tokens), CUdeviceptr(workspace));
+  const ffnjit_layer::Resolved& res = **r;
+  auto enqueue = [&](CUstream st) -> Status {
+    FFNJIT_TRY(res.choice.strategy == Choice::Strategy::kDense
+                   ? layer->dense->forward(layer->weights.dense(), CUdeviceptr(x), CUdeviceptr(out), int(tokens),
+                                           CUdeviceptr(workspace), st)
+                   : sparse_ffn_forward(res.kernels, res.cfg, layer->device_weights, CUdeviceptr(x), CUdeviceptr(out),
+                                        int(tokens), CUdeviceptr(workspace), st));
+    if (!res.stats) return {};
+    const TwellView tw = twell_in_workspace(res.cfg, int(tokens), CUdeviceptr(workspace));
     StatsParams sp{reinterpret_cast<const u32*>(tw.counts), reinterpret_cast<const u32*>(tw.entries),
-                   layer->token_hist.as<u64>(), reinterpret_cast<u64*>((*r)->tile_hist), layer->neuron_active.as<u64>(),
+                   layer->token_hist.as<u64>(), reinterpret_cast<u64*>(res.tile_hist), layer->neuron_active.as<u64>(),
                    int(tokens)};
-    if (Status st = launch(*stats, unsigned(tokens), 1, &sp, static_cast<CUstream>(stream)); !st) return fail(st);
-  }
+    return launch(*res.stats, unsigned(tokens), 1, &sp, st);
+  };
+  const ForwardGraph::Key key{tokens, CUdeviceptr(x), CUdeviceptr(out), CUdeviceptr(workspace)};
+  if (Status s = res.graph.run(key, static_cast<CUstream>(stream), ctx->capture_stream, ctx->capture_mu, enqueue); !s)
+    return fail(s);
   return FFNJIT_STATUS_OK;
 }
 

@@ -63,11 +63,12 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int to
 
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& b,
                                       const Sparsity& sparsity) {
-  // Many tokens: the GEMM gate (cuBLASLt's wgmma kernels outrun gate_pack's mma.sync)
-  // and split up/down (L2-resident working sets); measured in docs/performance.md.
+  // Beyond decode: the GEMM gate (cuBLASLt's wgmma kernels outrun gate_pack's
+  // mma.sync, and gate_pack's grid is only n_tiles wide at a few hundred tokens);
+  // many tokens: split up/down. Measured in docs/performance.md.
   const bool large = b.min_tokens >= 512;
   SparseFfnConfig c;
-  c.gate = default_spec(large ? Family::kPack : Family::kGatePack, layer, arch, b, sparsity);
+  c.gate = default_spec(b.min_tokens > 64 ? Family::kPack : Family::kGatePack, layer, arch, b, sparsity);
   c.up = default_spec(Family::kUp, layer, arch, b, sparsity);
   c.up_down = default_spec(large ? Family::kDown : Family::kUpDown, layer, arch, b, sparsity);
   return c;

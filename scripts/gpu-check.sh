@@ -4,7 +4,9 @@
 # (C engine on a demo checkpoint, PyTorch operator eager + CUDA graph), the host
 # overhead benchmark and `ffnjit bench`. Full logs go to $OUT; a short summary
 # table is printed last. Binaries come prebuilt in $BIN (scripts/gpu-pack.sh).
-# STEPS selects a subset: tests sanitize examples verify overhead bench.
+# STEPS selects a subset: tests sanitize examples verify overhead bench kernels ncu.
+# (kernels: per-kernel timings at BENCH_M tokens; ncu: L2/DRAM counters of the
+# up/down kernels there. Neither runs by default.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${BIN:-.device-carry}")
@@ -63,6 +65,18 @@ if has overhead; then
   summary+=("host overhead: rc=$?")
 fi
 
+if has kernels; then
+  "$BIN/bench_kernels" "${BENCH_M:-8192}" 29 >"$OUT/kernels.txt" 2>&1
+  summary+=("bench_kernels: rc=$?")
+fi
+
+if has ncu; then
+  ncu --clock-control none -k 'regex:ffnjit_(up_down|up|down)_sm' --launch-skip ${NCU_SKIP:-0} -c ${NCU_COUNT:-6} \
+    --metrics gpu__time_duration.sum,lts__t_sector_hit_rate.pct,dram__bytes_read.sum,lts__t_bytes.sum,sm__warps_active.avg.pct_of_peak_sustained_active \
+    "$BIN/bench_kernels" "${BENCH_M:-8192}" 29 >"$OUT/ncu.txt" 2>&1
+  summary+=("ncu: rc=$?")
+fi
+
 if has bench; then
   "$BIN/ffnjit" bench --tokens "${BENCH_TOKENS:-1,16,128,2048,8192,32768}" --k "${BENCH_K:-29,56,112,282}" \
     --csv "$OUT/bench.csv" >"$OUT/bench.txt" 2>"$OUT/bench.err"
@@ -75,6 +89,9 @@ echo "==== example logs (tail) ===="
 tail -n 6 "$OUT"/example-*.log 2>/dev/null
 echo "==== host overhead ===="
 cat "$OUT/overhead.txt" 2>/dev/null
+echo "==== kernels ===="
+cat "$OUT/kernels.txt" 2>/dev/null
+grep -E "ffnjit_|duration|hit_rate|bytes|warps_active" "$OUT/ncu.txt" 2>/dev/null | head -60
 echo "==== bench ===="
 cat "$OUT/bench.txt" 2>/dev/null; tail -n 2 "$OUT/bench.err" 2>/dev/null
 echo "==== summary ===="

@@ -81,8 +81,9 @@ std::string check_twell(const synth::Layer& L, const SparseFfnConfig& cfg, const
     double scale = 0;
     for (double v : g) scale = std::max(scale, std::fabs(v));
     const double eps = 1e-2 * scale + 1e-6;
-    // After an up kernel the entries hold h = g * (x . Wu[j]) instead of g.
-    const bool holds_h = cfg.split_up_down() && L.gated;
+    // After an up kernel the entries hold h = g * (x . Wu[j]) instead of g, except in
+    // tiles over capacity (the down kernel recomputes those from the weights).
+    const bool up_ran = cfg.split_up_down() && L.gated;
     auto up_dot = [&](int j) {
       double u = 0;
       for (int k = 0; k < L.d_model; ++k)
@@ -103,6 +104,7 @@ std::string check_twell(const synth::Layer& L, const SparseFfnConfig& cfg, const
         return why.str();
       }
       int last = -1;
+      const bool holds_h = up_ran && count <= uint32_t(cap);
       for (uint32_t e = 0; e < std::min<uint32_t>(count, cap); ++e) {
         const uint32_t entry = entries[(size_t(m) * nt + t) * cap + e];
         const int c = int(entry & 0xffff);

@@ -191,7 +191,7 @@ TEST_CASE("gpu: tile shapes, capacities and splits the tuner can pick") {
     }
 }
 
-TEST_CASE("gpu: every gate and up/down pipeline, with overflow, at awkward sizes") {
+TEST_CASE("gpu: every gate and up/down pipeline with overflow at awkward sizes") {
   Gpu* g = need_gpu();
   if (!g) return;
   synth::InputOptions heavy;
