@@ -1,7 +1,9 @@
 // Host time per ffnjit_ffn_forward call with a warm cache (kernels resolved), next to
 // its floor: the host time of one bare cuLaunchKernel of an empty kernel, timed the
 // same way. Each forward's kernel count comes from capturing one call into a CUDA
-// graph, so a reader can check forward ~= kernels x floor + ffnjit's own overhead.
+// graph. Repeated calls with the same arguments replay ffnjit's cached graph (one
+// cuGraphLaunch, runtime/forward_graph.hpp); the "args change" rows defeat that
+// cache, so there forward ~= kernels x floor + ffnjit's own overhead.
 // The GPU work is tiny, and the queue is drained between batches so enqueueing
 // never blocks on a full launch queue.
 #include <dlfcn.h>
@@ -168,6 +170,21 @@ int main() {
     Timing t;
     if (!time_host(cu, stream, forward, &t)) return 1;
     print_row("forward m=" + std::to_string(m), n, t, floor.median);
+    // The same with the output pointer changing on every call: no call repeats its
+    // predecessor's arguments, so every one launches its kernels directly.
+    auto out2 = *DeviceBuffer::alloc(size_t(m) * dm * 2);
+    bool flip = false;
+    auto forward_direct = [&] {
+      flip = !flip;
+      ffnjit_status s = ffnjit_ffn_forward(l, reinterpret_cast<void*>(x.ptr()),
+                                           reinterpret_cast<void*>((flip ? out2 : out).ptr()), m,
+                                           reinterpret_cast<void*>(ws.ptr()), ws_bytes, stream);
+      if (s != FFNJIT_STATUS_OK) std::fprintf(stderr, "%s\n", ffnjit_last_error());
+      return s == FFNJIT_STATUS_OK;
+    };
+    Timing td;
+    if (!time_host(cu, stream, forward_direct, &td)) return 1;
+    print_row("  args change", n, td, floor.median);
     // For comparison: replaying the captured forward as one graph launch.
     CUgraphExec exec = nullptr;
     if (graph && cu->cuGraphInstantiate(&exec, graph, 0) == CUDA_SUCCESS) {
