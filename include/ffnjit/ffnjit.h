@@ -148,8 +148,11 @@ FFNJIT_API ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, 
  * nothing. Never allocates or synchronizes, so it can be captured in a CUDA graph;
  * the first call for a batch bucket looks the kernel up (and may compile, see
  * ffnjit_miss_policy), later calls do not touch the cache. Fails
- * (FFNJIT_STATUS_INVALID_ARGUMENT) once the layer's context was destroyed. Calls on
- * the same layer may come from several threads. */
+ * (FFNJIT_STATUS_INVALID_ARGUMENT) once the layer's context was destroyed. A call
+ * with the same (tokens, x, out, workspace) as the previous call on this layer and
+ * bucket replays one cached CUDA graph launch (captured on the second such call;
+ * never while the caller is capturing `stream`). Calls on the same layer may come
+ * from several threads. */
 FFNJIT_API ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, int64_t tokens, void* workspace,
                                  size_t workspace_bytes, void* stream);
 

@@ -73,6 +73,21 @@ struct Fixture {
   }
 };
 
+// x, out and workspace on the device for `tokens` tokens of the fixture's layer.
+struct ForwardBuffers {
+  DeviceBuffer xb, outb, wsb;
+  size_t ws_bytes = 0;
+  ForwardBuffers(ffnjit_layer* layer, int tokens) {
+    xb = std::move(*DeviceBuffer::alloc(size_t(tokens) * 512 * 2));
+    outb = std::move(*DeviceBuffer::alloc(size_t(tokens) * 512 * 2));
+    REQUIRE(ffnjit_layer_workspace_size(layer, tokens, &ws_bytes) == FFNJIT_STATUS_OK);
+    wsb = std::move(*DeviceBuffer::alloc(ws_bytes));
+  }
+  void* x() const { return reinterpret_cast<void*>(xb.ptr()); }
+  void* out() const { return reinterpret_cast<void*>(outb.ptr()); }
+  void* ws() const { return reinterpret_cast<void*>(wsb.ptr()); }
+};
+
 }  // namespace
 
 TEST_CASE("c api: version and status names need no GPU") {
@@ -127,13 +142,9 @@ TEST_CASE("c api: forward validates pointers, counts and workspace") {
   Fixture f;
   if (!f.ready()) return;
   const int m = 5;
-  auto x = *DeviceBuffer::alloc(m * 512 * 2), out = *DeviceBuffer::alloc(m * 512 * 2);
-  size_t ws_bytes = 0;
-  REQUIRE(ffnjit_layer_workspace_size(f.handle, m, &ws_bytes) == FFNJIT_STATUS_OK);
-  auto ws = *DeviceBuffer::alloc(ws_bytes);
-  void* px = reinterpret_cast<void*>(x.ptr());
-  void* po = reinterpret_cast<void*>(out.ptr());
-  void* pw = reinterpret_cast<void*>(ws.ptr());
+  ForwardBuffers b(f.handle, m);
+  void *px = b.x(), *po = b.out(), *pw = b.ws();
+  size_t ws_bytes = b.ws_bytes;
   EXPECT_STATUS(ffnjit_ffn_forward(nullptr, px, po, m, pw, ws_bytes, nullptr), FFNJIT_STATUS_INVALID_ARGUMENT,
                 "layer is NULL");
   EXPECT_STATUS(ffnjit_ffn_forward(f.handle, px, po, -1, pw, ws_bytes, nullptr), FFNJIT_STATUS_INVALID_ARGUMENT,
@@ -157,13 +168,9 @@ TEST_CASE("c api: a context destroyed before its layers fails their calls until 
   Fixture f;
   if (!f.ready()) return;
   const int m = 5;
-  auto x = *DeviceBuffer::alloc(m * 512 * 2), out = *DeviceBuffer::alloc(m * 512 * 2);
-  size_t ws_bytes = 0;
-  REQUIRE(ffnjit_layer_workspace_size(f.handle, m, &ws_bytes) == FFNJIT_STATUS_OK);
-  auto ws = *DeviceBuffer::alloc(ws_bytes);
-  void* px = reinterpret_cast<void*>(x.ptr());
-  void* po = reinterpret_cast<void*>(out.ptr());
-  void* pw = reinterpret_cast<void*>(ws.ptr());
+  ForwardBuffers b(f.handle, m);
+  void *px = b.x(), *po = b.out(), *pw = b.ws();
+  size_t ws_bytes = b.ws_bytes;
   REQUIRE(ffnjit_ffn_forward(f.handle, px, po, m, pw, ws_bytes, nullptr) == FFNJIT_STATUS_OK);
   ffnjit_layer* second = nullptr;
   REQUIRE(ffnjit_layer_register(f.ctx, &f.desc, &second) == FFNJIT_STATUS_OK);
