@@ -220,6 +220,8 @@ KernelSpec default_spec(Family family, const LayerShape& layer, Arch arch, const
     s.tile.threads = layer.d_model / 8 > 256 * 4 ? 512 : 256;
     // Four CTAs per SM caps registers at 64: more gathers in flight (1.8x on H100).
     s.tile.min_blocks = s.tile.threads == 512 ? 2 : 4;
+    // Many tokens: smaller CTAs, eight per SM (291 vs 319 us at 8192 tokens).
+    if (bucket.min_tokens >= 512 && layer.d_model / 8 <= 128 * 2) s.tile.threads = 128, s.tile.min_blocks = 8;
     // Few tokens: split each token's tiles over CTAs so every SM has work.
     if (family == Family::kUpDown && bucket.max_tokens <= 16)
       s.tile.splits = std::min(s.n_tiles(), std::max(1, 128 / std::max(1, bucket.max_tokens)));

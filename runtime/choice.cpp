@@ -12,7 +12,7 @@ std::string Choice::label() const {
   s += sparse.gemm_gate() ? "gemm+pack" : "m" + std::to_string(g.bm) + "k" + std::to_string(g.bk) + "w" +
                                               std::to_string(g.warps_m) + "x" + std::to_string(g.warps_n) + "s" +
                                               std::to_string(g.stages) + "b" + std::to_string(g.min_blocks);
-  s += std::string(sparse.split_up_down() ? " down" : " ") + "t" + std::to_string(u.threads) + "p" +
+  s += std::string(sparse.split_up_down() ? " down t" : " t") + std::to_string(u.threads) + "p" +
        std::to_string(u.splits) + "b" + std::to_string(u.min_blocks);
   return s;
 }

@@ -64,13 +64,13 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int to
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& b,
                                       const Sparsity& sparsity) {
   // Beyond decode: the GEMM gate (cuBLASLt's wgmma kernels outrun gate_pack's
-  // mma.sync, and gate_pack's grid is only n_tiles wide at a few hundred tokens);
-  // many tokens: split up/down. Measured in docs/performance.md.
-  const bool large = b.min_tokens >= 512;
+  // mma.sync, and gate_pack's grid is only n_tiles wide at a few hundred tokens).
+  // The fused up_down beats up + down at every size measured once its weight
+  // rows stay in L2 (docs/performance.md); up + down remains a tuner candidate.
   SparseFfnConfig c;
   c.gate = default_spec(b.min_tokens > 64 ? Family::kPack : Family::kGatePack, layer, arch, b, sparsity);
   c.up = default_spec(Family::kUp, layer, arch, b, sparsity);
-  c.up_down = default_spec(large ? Family::kDown : Family::kUpDown, layer, arch, b, sparsity);
+  c.up_down = default_spec(Family::kUpDown, layer, arch, b, sparsity);
   return c;
 }
 

@@ -41,7 +41,7 @@ __device__ __forceinline__ float warp_dot(const u16* sx, const u16* w_row, int l
 #pragma unroll U
   for (int it = 0; it < kSteps; ++it) {
     const int v = lane + it * 32;
-    if (kSteps * 32 == C::kVecs || v < C::kVecs) acc = dot8(ld_vec8(sx + v * 8), ld_vec8_stream(w_row + v * 8), acc);
+    if (kSteps * 32 == C::kVecs || v < C::kVecs) acc = dot8(ld_vec8(sx + v * 8), ld_vec8_weight(w_row + v * 8), acc);
   }
   return warp_sum(acc);
 }
@@ -56,7 +56,7 @@ __device__ __forceinline__ void accumulate_rows(float (&acc)[C::kVecsPerThread][
     if (vec >= C::kSliceVecs) continue;
     Vec8 w[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) w[r] = ld_vec8_stream(w_down_t + i64(idx(r)) * C::kModel + (vec0 + vec) * 8);
+    for (int r = 0; r < R; ++r) w[r] = ld_vec8_weight(w_down_t + i64(idx(r)) * C::kModel + (vec0 + vec) * 8);
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
