@@ -44,8 +44,8 @@ std::vector<KernelSpec> gate_candidates(const LayerShape& layer, Arch arch, cons
         s.tile.min_blocks = bm >= 128 && acc <= 64 ? 2 : 1;
         add_unique(out, seen, s);
       }
-  // Many tokens: the cuBLASLt GEMM gate with the packing kernel behind it.
-  if (bucket.max_tokens > 256)
+  // Beyond decode: the cuBLASLt GEMM gate with the packing kernel behind it.
+  if (bucket.max_tokens > 64)
     for (int threads : {128, 256}) {
       KernelSpec s = default_spec(Family::kPack, layer, arch, bucket, format);
       s.tile.threads = threads;
