@@ -89,6 +89,8 @@ if has bench; then
   "$BIN/ffnjit" bench --tokens "${BENCH_TOKENS:-1,16,128,2048,8192,32768}" --k "${BENCH_K:-29,56,112,282}" \
     --csv "$OUT/bench.csv" >"$OUT/bench.txt" 2>"$OUT/bench.err"
   summary+=("bench: rc=$?")
+  python3 scripts/plot_bench.py "$OUT/bench.csv" "$OUT/bench.png" >/dev/null 2>&1 ||
+    echo "note: no PNG plot (python3 scripts/plot_bench.py needs matplotlib)" >>"$OUT/bench.err"
 fi
 
 echo "==== failures (first lines) ===="

@@ -60,7 +60,9 @@ Expected<std::vector<BenchRow>> run_bench(const BenchOptions& o,
       BenchRow row;
       row.tokens = m, row.k = k;
       const SparseFfnConfig cfg = default_sparse_config(shape, *arch, m);
-      row.sparse_kernels = cfg.gate.kernel_name() + " + " + cfg.up_down.kernel_name();
+      row.sparse_kernels = cfg.gemm_gate() ? "cuBLASLt GEMM" : "";
+      for (const auto& s : cfg.kernel_specs())
+        row.sparse_kernels += (row.sparse_kernels.empty() ? "" : " + ") + s.kernel_name();
       auto ws_dense = DeviceBuffer::alloc((*dense)->workspace_bytes(m));
       FFNJIT_TRY(ws_dense);
       auto ws_sparse = DeviceBuffer::alloc(sparse_workspace_bytes(cfg, m));
