@@ -8,6 +8,7 @@
 #include <string>
 
 #include "ffnjit/ffnjit.h"
+#include "ffnjit/ffnjit.hpp"
 #include "runtime/buckets.hpp"
 #include "tests/gpu/gpu_harness.hpp"
 
@@ -364,4 +365,51 @@ TEST_CASE("c api: repeated calls replay a cached graph and stay exact") {
     CHECK(r.ok());
     CHECK(direct == replayed);
   }
+}
+
+TEST_CASE("c api: the C++ wrapper owns the handles and throws the status and message") {
+  ffnjit_context_options o = ffnjit::Context::default_options();
+  o.cache_path = test_cache_path();
+  std::string why;
+  Gpu* g = gpu(&why);
+  if (!g) {
+    // Without a device the context cannot be made: the wrapper throws what the C call said.
+    try {
+      ffnjit::Context ctx(o);
+      FAIL("a context was created without a GPU");
+    } catch (const ffnjit::Exception& e) {
+      CHECK(e.status() != FFNJIT_STATUS_OK);
+      CHECK(std::string(e.what()).find(ffnjit_status_name(e.status())) == 0);
+      CHECK(std::string(e.what()).size() > std::string(ffnjit_status_name(e.status())).size() + 2);
+    }
+    std::printf("[SKIP] no GPU for the wrapper's forward: %s\n", why.c_str());
+    return;
+  }
+  ffnjit::Context ctx(o);
+  Fixture f;  // device copies of a layer's weights and a C-registered handle to compare with
+  REQUIRE(f.ready());
+  ffnjit::Layer layer(ctx, f.desc);
+  ffnjit::Layer moved = std::move(layer);
+  CHECK(layer.get() == nullptr);
+  const int m = 3;
+  ForwardBuffers b(f.handle, m), c(moved.get(), m);
+  auto xh = synth::make_inputs(m, 512, 4711);
+  REQUIRE(b.xb.upload(xh.data(), xh.size() * 2));
+  REQUIRE(c.xb.upload(xh.data(), xh.size() * 2));
+  CHECK(moved.workspace_size(m) == c.ws_bytes);
+  moved.forward(c.x(), c.out(), m, c.ws(), c.ws_bytes, f.g->stream);
+  REQUIRE(ffnjit_ffn_forward(f.handle, b.x(), b.out(), m, b.ws(), b.ws_bytes, f.g->stream) == FFNJIT_STATUS_OK);
+  REQUIRE(f.g->device->api()->cuStreamSynchronize(f.g->stream) == CUDA_SUCCESS);
+  std::vector<uint16_t> via_cpp(xh.size()), via_c(xh.size());
+  REQUIRE(c.outb.download(via_cpp.data(), via_cpp.size() * 2));
+  REQUIRE(b.outb.download(via_c.data(), via_c.size() * 2));
+  CHECK(via_cpp == via_c);
+  try {
+    moved.forward(c.x(), c.out(), -1, c.ws(), c.ws_bytes, f.g->stream);
+    FAIL("negative tokens were accepted");
+  } catch (const ffnjit::Exception& e) {
+    CHECK(e.status() == FFNJIT_STATUS_INVALID_ARGUMENT);
+    CHECK(contains(e.what(), "tokens=-1 is negative"));
+  }
+  CHECK(moved.stats().overflow_tiles >= 0);
 }
