@@ -474,17 +474,44 @@ Status Cache::put_binary(const BinaryRecord& r) {
   return txn->commit();
 }
 
-Expected<std::optional<BinaryRecord>> Cache::get_binary(const std::string& key) {
-  auto st =
-      impl_->db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries WHERE key = ?1");
+namespace {
+
+// The row with this key, parsed by `from_row`; nullopt when there is none.
+template <class R>
+Expected<std::optional<R>> get_by_key(sql::Db& db, const char* columns, const char* table, const std::string& key,
+                                      Expected<R> (*from_row)(const sql::Stmt&)) {
+  auto st = db.prepare(std::string("SELECT ") + columns + " FROM " + table + " WHERE key = ?1");
   if (!st) return st.error();
   st->bind(1, key);
   auto row = st->step();
   if (!row) return row.error();
-  if (!*row) return std::optional<BinaryRecord>();
-  auto r = binary_from_row(*st);
+  if (!*row) return std::optional<R>();
+  auto r = from_row(*st);
   if (!r) return r.error();
-  return std::optional<BinaryRecord>(std::move(*r));
+  return std::optional<R>(std::move(*r));
+}
+
+// Visits the binaries a filter selects (arch in SQL, name glob here), in name order.
+template <class Visit>
+Status scan_binaries(sql::Db& db, const ListFilter& f, bool with_payload, Visit visit) {
+  auto st = db.prepare(std::string("SELECT ") + (with_payload ? kBinaryColumns : kBinaryColumnsNoPayload) +
+                       " FROM binaries WHERE (?1 = '' OR arch = ?1) ORDER BY kernel_name, key");
+  if (!st) return st.error();
+  st->bind(1, f.arch);
+  for (;;) {
+    auto row = st->step();
+    if (!row) return row.error();
+    if (!*row) return {};
+    if (!f.name.empty() && !glob_match(f.name, st->text(1))) continue;
+    auto r = binary_from_row(*st);
+    FFNJIT_TRY(visit(r));
+  }
+}
+
+}  // namespace
+
+Expected<std::optional<BinaryRecord>> Cache::get_binary(const std::string& key) {
+  return get_by_key(impl_->db, kBinaryColumns, "binaries", key, binary_from_row);
 }
 
 Expected<Found<BinaryRecord>> Cache::find_binary(const std::string& key,
@@ -498,58 +525,33 @@ Expected<Found<BinaryRecord>> Cache::find_binary(const std::string& key,
   if (!row) return row.error();
   if (!*row) return out;
   auto r = binary_from_row(*st);
-  if (!r || !problems(*r).empty()) {
-    out.skipped.add(SkipReason::kDamaged);
-  } else if (auto why = mismatch(*r, current)) {
+  if (auto why = unusable(r, &current))
     out.skipped.add(*why);
-  } else {
+  else
     out.record = std::move(*r);
-  }
   return out;
 }
 
 Expected<std::vector<BinaryRecord>> Cache::list_binaries(const ListFilter& f) {
-  std::string sql = std::string("SELECT ") +
-                    (f.with_payload ? kBinaryColumns : kBinaryColumnsNoPayload) +
-                    " FROM binaries WHERE (?1 = '' OR arch = ?1) ORDER BY kernel_name, key";
-  auto st = impl_->db.prepare(sql);
-  if (!st) return st.error();
-  st->bind(1, f.arch);
   std::vector<BinaryRecord> out;
-  for (;;) {
-    auto row = st->step();
-    if (!row) return row.error();
-    if (!*row) break;
-    if (!f.name.empty() && !glob_match(f.name, st->text(1))) continue;
-    auto r = binary_from_row(*st);
+  FFNJIT_TRY(scan_binaries(impl_->db, f, f.with_payload, [&](Expected<BinaryRecord>& r) -> Status {
     if (!r) return r.error();
     out.push_back(std::move(*r));
-  }
+    return {};
+  }));
   return out;
 }
 
 Expected<Loaded<BinaryRecord>> Cache::load_binaries(const ToolchainIdentity& current,
                                                     const ListFilter& f) {
   Loaded<BinaryRecord> out;
-  auto st =
-      impl_->db.prepare(std::string("SELECT ") + kBinaryColumns +
-                        " FROM binaries WHERE (?1 = '' OR arch = ?1) ORDER BY kernel_name, key");
-  if (!st) return st.error();
-  st->bind(1, f.arch);
-  for (;;) {
-    auto row = st->step();
-    if (!row) return row.error();
-    if (!*row) break;
-    if (!f.name.empty() && !glob_match(f.name, st->text(1))) continue;
-    auto r = binary_from_row(*st);
-    if (!r || !problems(*r).empty()) {
-      out.skipped.add(SkipReason::kDamaged);
-    } else if (auto why = mismatch(*r, current)) {
+  FFNJIT_TRY(scan_binaries(impl_->db, f, true, [&](Expected<BinaryRecord>& r) -> Status {
+    if (auto why = unusable(r, &current))
       out.skipped.add(*why);
-    } else {
+    else
       out.records.push_back(std::move(*r));
-    }
-  }
+    return {};
+  }));
   return out;
 }
 
@@ -600,28 +602,16 @@ Expected<Found<TuningRecord>> Cache::find_tuning(const ToolchainIdentity& curren
     if (!row) return row.error();
     if (!*row) break;
     auto r = tuning_from_row(*st);
-    if (!r || !problems(*r).empty()) {
-      out.skipped.add(SkipReason::kDamaged);
-    } else if (auto why = mismatch(r->toolchain, current)) {
+    if (auto why = unusable(r, &current))
       out.skipped.add(*why);
-    } else if (!out.record) {
+    else if (!out.record)
       out.record = std::move(*r);
-    }
   }
   return out;
 }
 
 Expected<std::optional<TuningRecord>> Cache::get_tuning(const std::string& key) {
-  auto st =
-      impl_->db.prepare(std::string("SELECT ") + kTuningColumns + " FROM tuning WHERE key = ?1");
-  if (!st) return st.error();
-  st->bind(1, key);
-  auto row = st->step();
-  if (!row) return row.error();
-  if (!*row) return std::optional<TuningRecord>();
-  auto r = tuning_from_row(*st);
-  if (!r) return r.error();
-  return std::optional<TuningRecord>(std::move(*r));
+  return get_by_key(impl_->db, kTuningColumns, "tuning", key, tuning_from_row);
 }
 
 namespace {
@@ -661,13 +651,10 @@ Expected<Loaded<TuningRecord>> Cache::load_tunings(const ToolchainIdentity& curr
                                                    const ListFilter& f) {
   Loaded<TuningRecord> out;
   FFNJIT_TRY(scan_tunings(impl_->db, f, [&](Expected<TuningRecord>& r) -> Status {
-    if (!r || !problems(*r).empty()) {
-      out.skipped.add(SkipReason::kDamaged);
-    } else if (auto why = mismatch(r->toolchain, current)) {
+    if (auto why = unusable(r, &current))
       out.skipped.add(*why);
-    } else {
+    else
       out.records.push_back(std::move(*r));
-    }
     return {};
   }));
   return out;

@@ -230,12 +230,7 @@ Expected<GcReport> Cache::gc(const GcOptions& o) {
       auto row = st->step();
       if (!row) return row.error();
       if (!*row) break;
-      auto r = binary_from_row(*st);
-      std::optional<SkipReason> why;
-      if (!r || !problems(*r).empty())
-        why = SkipReason::kDamaged;
-      else if (o.unusable_for)
-        why = mismatch(*r, *o.unusable_for);
+      const std::optional<SkipReason> why = unusable(binary_from_row(*st), o.unusable_for ? &*o.unusable_for : nullptr);
       if (decide(why, st->i64(13))) binaries.push_back(st->text(0));
     }
   }
@@ -247,11 +242,8 @@ Expected<GcReport> Cache::gc(const GcOptions& o) {
       if (!row) return row.error();
       if (!*row) break;
       auto r = tuning_from_row(*st);
-      std::optional<SkipReason> why;
-      if (!r || !problems(*r).empty() || r->key() != st->text(0))
-        why = SkipReason::kDamaged;
-      else if (o.unusable_for)
-        why = mismatch(r->toolchain, *o.unusable_for);
+      std::optional<SkipReason> why = unusable(r, o.unusable_for ? &*o.unusable_for : nullptr);
+      if (!why && r->key() != st->text(0)) why = SkipReason::kDamaged;  // a row under a foreign key
       if (decide(why, st->i64(15))) tunings.push_back(st->text(0));
     }
   }

@@ -97,6 +97,16 @@ std::optional<SkipReason> mismatch(const BinaryRecord& rec, const ToolchainIdent
                   cur);
 }
 
+std::optional<SkipReason> unusable(const Expected<BinaryRecord>& r, const ToolchainIdentity* current) {
+  if (!r || !problems(*r).empty()) return SkipReason::kDamaged;
+  return current ? mismatch(*r, *current) : std::nullopt;
+}
+
+std::optional<SkipReason> unusable(const Expected<TuningRecord>& r, const ToolchainIdentity* current) {
+  if (!r || !problems(*r).empty()) return SkipReason::kDamaged;
+  return current ? mismatch(r->toolchain, *current) : std::nullopt;
+}
+
 namespace {
 bool is_hex64(const std::string& s) {
   if (s.size() != 64) return false;

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/status.hpp"
+
 namespace ffnjit::cache {
 
 // What a record was produced with. Records are only usable by the same toolchain:
@@ -110,5 +112,11 @@ std::optional<SkipReason> mismatch(const BinaryRecord& record, const ToolchainId
 // complete. put_* refuses such records, verify reports them, loads skip them.
 std::vector<std::string> problems(const BinaryRecord& record);
 std::vector<std::string> problems(const TuningRecord& record);
+
+// Why a record as parsed from its row cannot be served: damaged (unparsable or with
+// problems), or from another toolchain than `*current` (not checked when null).
+// nullopt: usable.
+std::optional<SkipReason> unusable(const Expected<BinaryRecord>& r, const ToolchainIdentity* current);
+std::optional<SkipReason> unusable(const Expected<TuningRecord>& r, const ToolchainIdentity* current);
 
 }  // namespace ffnjit::cache
