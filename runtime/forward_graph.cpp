@@ -47,7 +47,6 @@ Status ForwardGraph::run(const Key& key, CUstream stream, CUstream capture_strea
     disabled_ = true;
     return enqueue(stream);
   }
-  ++built_;
   FFNJIT_CU(cuGraphLaunch(exec_, stream));
   return {};
 }

@@ -7,7 +7,6 @@
 
 #include <cuda.h>
 
-#include <functional>
 #include <mutex>
 
 #include "support/status.hpp"
@@ -22,7 +21,18 @@ class ForwardGraph {
     CUdeviceptr x = 0, out = 0, workspace = 0;
     bool operator==(const Key&) const = default;
   };
-  using Enqueue = std::function<Status(CUstream)>;
+  // A non-owning reference to the caller's `Status(CUstream)` callable: the hot path
+  // allocates nothing (a std::function of a capturing lambda would).
+  class Enqueue {
+   public:
+    template <class F>
+    Enqueue(F& f) : obj_(&f), call_([](void* o, CUstream s) { return (*static_cast<F*>(o))(s); }) {}
+    Status operator()(CUstream s) const { return call_(obj_, s); }
+
+   private:
+    void* obj_;
+    Status (*call_)(void*, CUstream);
+  };
 
   ForwardGraph() = default;
   ForwardGraph(const ForwardGraph&) = delete;
@@ -35,14 +45,11 @@ class ForwardGraph {
   Status run(const Key& key, CUstream stream, CUstream capture_stream, std::mutex& capture_mu,
              const Enqueue& enqueue);
 
-  int graphs_built() const { return built_; }
-
  private:
   std::mutex mu_;
   Key last_;                    // the previous call's arguments
   CUgraphExec exec_ = nullptr;  // the graph of last_, once built
   bool disabled_ = false;       // a capture failed: always launch directly
-  int built_ = 0;
 };
 
 }  // namespace ffnjit

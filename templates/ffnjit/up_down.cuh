@@ -199,7 +199,6 @@ __device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C:
   }
 }
 
-template <class C>
 __device__ __forceinline__ void store_bf16(u16* dst, const float (&a)[8]) {
   Vec8 o;
 #pragma unroll
@@ -233,7 +232,7 @@ __device__ __forceinline__ void reduce_splits(const UpDownParams& p, const float
       const float4 a = __ldcg(src), b = __ldcg(src + 1);
       s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
     }
-    store_bf16<C>(p.out + i64(m) * C::kModel + vec * 8, s);
+    store_bf16(p.out + i64(m) * C::kModel + vec * 8, s);
   }
   if (threadIdx.x == 0) p.tickets[m] = 0;  // ready for the next forward
 }
@@ -270,7 +269,7 @@ __device__ void up_down(const UpDownParams& p) {
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v) {
     const int vec = threadIdx.x + v * C::kThreads;
-    if (vec < C::kSliceVecs) store_bf16<C>(p.out + i64(m) * C::kModel + (vec0 + vec) * 8, acc[v]);
+    if (vec < C::kSliceVecs) store_bf16(p.out + i64(m) * C::kModel + (vec0 + vec) * 8, acc[v]);
   }
 }
 
