@@ -53,16 +53,37 @@ int main(int argc, char** argv) {
       {128, 31, 128, 64, 2, 4, 3, 2}, {128, 31, 128, 32, 2, 4, 4, 2}, {256, 63, 128, 64, 2, 4, 3, 1},
       {128, 31, 0, 0, 0, 0, 0, 0},  // bm 0: the cuBLASLt GEMM gate + pack
   };
-  std::printf("tokens %d, k %d, d_model 2048, d_ff 5632 on %s\n", m, k, dev.info().name.c_str());
-  std::printf("%-70s %9s %8s %5s\n", "gate kernel", "us", "TFLOP/s", "regs");
+  std::vector<KernelSpec> gate_specs;
   for (const G& g : gates) {
     const Sparsity sp{g.tile_n, g.cap};
-    SparseFfnConfig cfg = default_sparse_config(shape, arch, m, sp);
-    cfg.gate = default_spec(g.bm ? Family::kGatePack : Family::kPack, shape, arch, {m, m}, sp);
+    KernelSpec s = default_spec(g.bm ? Family::kGatePack : Family::kPack, shape, arch, {m, m}, sp);
     if (g.bm) {
-      cfg.gate.tile.bm = g.bm, cfg.gate.tile.bk = g.bk, cfg.gate.tile.warps_m = g.wm, cfg.gate.tile.warps_n = g.wn;
-      cfg.gate.tile.stages = g.stages, cfg.gate.tile.min_blocks = g.min_blocks;
+      s.tile.bm = g.bm, s.tile.bk = g.bk, s.tile.warps_m = g.wm, s.tile.warps_n = g.wn;
+      s.tile.stages = g.stages, s.tile.min_blocks = g.min_blocks;
     }
+    gate_specs.push_back(s);
+  }
+  if (m <= 128) {  // decode: the default gate_pack and the gate_gemv variants
+    for (int tile_n : {32, 64, 128})
+      gate_specs.push_back(default_spec(Family::kGatePack, shape, arch, {m, m}, {tile_n, tile_n / 4 - 1}));
+    for (int tile_n : {32, 64, 128})
+      for (int threads : {256, 512})
+        for (int unroll : {2, 4, 8}) {
+          KernelSpec s = default_spec(Family::kGateGemv, shape, arch, {m, m}, {tile_n, tile_n / 4 - 1});
+          s.tile.threads = threads, s.tile.stages = unroll;
+          gate_specs.push_back(s);
+          if (m > 16) {  // a smaller column block: fewer registers, Wg re-read from L2
+            s.tile.bm = 16;
+            gate_specs.push_back(s);
+          }
+        }
+  }
+  const double wg_bytes = double(shape.d_ff) * shape.d_model * 2;
+  std::printf("tokens %d, k %d, d_model 2048, d_ff 5632 on %s\n", m, k, dev.info().name.c_str());
+  std::printf("%-70s %9s %8s %7s %5s\n", "gate kernel", "us", "TFLOP/s", "Wg GB/s", "regs");
+  for (const KernelSpec& g : gate_specs) {
+    SparseFfnConfig cfg = default_sparse_config(shape, arch, m, g.sparsity);
+    cfg.gate = g;
     if (Status s = cfg.validate(); !s) {
       std::printf("%-70s invalid: %s\n", cfg.gate.kernel_name().c_str(), s.message().c_str());
       continue;
@@ -73,8 +94,8 @@ int main(int argc, char** argv) {
     });
     if (!t) die(t.error().message);
     auto lk = must(kernels.get(cfg.gate));
-    std::printf("%-70s %9.1f %8.1f %5d\n", cfg.gate.kernel_name().c_str(), t->median_us,
-                gate_flops / t->median_us * 1e-6, lk->resources.registers);
+    std::printf("%-70s %9.1f %8.1f %7.0f %5d\n", cfg.gate.kernel_name().c_str(), t->median_us,
+                gate_flops / t->median_us * 1e-6, wg_bytes / t->median_us * 1e-3, lk->resources.registers);
   }
 
   // Up/down stage alone, behind the default gate. The up kernel rewrites the TwELL's
@@ -83,11 +104,14 @@ int main(int argc, char** argv) {
     Family family;
     int threads, splits, min_blocks, up_splits;
   };
-  const std::vector<U> ups = {{Family::kUpDown, 256, 1, 4, 1}, {Family::kUpDown, 128, 1, 8, 1},
+  std::vector<U> ups = {{Family::kUpDown, 256, 1, 4, 1}, {Family::kUpDown, 128, 1, 8, 1},
                               {Family::kDown, 128, 1, 8, 1},   {Family::kDown, 128, 2, 8, 1},
                               {Family::kDown, 128, 4, 8, 1},   {Family::kDown, 256, 2, 4, 1},
                               {Family::kDown, 128, 2, 8, 2},   {Family::kDown, 128, 2, 8, 4},
                               {Family::kDown, 128, 1, 8, 4}};
+  if (m <= 128)  // decode: the fused kernel split over a token's tiles (in-kernel reduce)
+    for (int splits : {2, 4, 8, 16})
+      for (int threads : {128, 256}) ups.push_back({Family::kUpDown, threads, splits, threads == 128 ? 8 : 4, 1});
   std::printf("%-70s %9s %8s %5s\n", "up/down kernel(s)", "us", "GB/s*", "regs");
   for (const U& u : ups) {
     SparseFfnConfig cfg = default_sparse_config(shape, arch, m);

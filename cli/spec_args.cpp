@@ -10,16 +10,16 @@ void add_spec_options(Args& args) {
       .flag("non-gated", "non-gated FFN: relu(x Wu^T) Wd^T")
       .option("tokens", "M", "token count the kernel is specialized for", std::string("2048"))
       .option("arch", "ARCH", "target: sm_80, sm_89 or sm_90a", std::string("sm_90a"))
-      .option("family", "F", "kernel family: gate_pack, up_down or reduce", std::string("gate_pack"))
+      .option("family", "F", "kernel family: gate_pack, gate_gemv, pack, up_down, up, down, transpose, dense_act or stats", std::string("gate_pack"))
       .option("tile-n", "N", "TwELL tile width (32, 64, 128, 256)", std::string("128"))
       .option("capacity", "N", "TwELL entries per (token, tile)", std::string("31"))
-      .option("bm", "N", "gate_pack: CTA tile rows (tokens)")
+      .option("bm", "N", "gate_pack: CTA tile rows (tokens); gate_gemv: tokens per CTA (8-32)")
       .option("bk", "N", "gate_pack: CTA tile depth (32 or 64)")
       .option("warps-m", "N", "gate_pack: warps along tokens")
       .option("warps-n", "N", "gate_pack: warps along neurons")
-      .option("stages", "N", "gate_pack: cp.async pipeline stages")
-      .option("threads", "N", "up_down/reduce: threads per CTA")
-      .option("splits", "N", "up_down/reduce: CTAs per token")
+      .option("stages", "N", "gate_pack: cp.async pipeline stages; gate_gemv: loads in flight per warp")
+      .option("threads", "N", "gate_gemv, pack, up_down, up, down: threads per CTA")
+      .option("splits", "N", "up_down, up: CTAs per token (tiles split); down: output column splits")
       .option("min-blocks", "N", "CTAs per SM promised to ptxas (caps registers)");
 }
 

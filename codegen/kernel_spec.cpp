@@ -27,6 +27,7 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 const char* family_name(Family f) {
   switch (f) {
     case Family::kGatePack: return "gate_pack";
+    case Family::kGateGemv: return "gate_gemv";
     case Family::kPack: return "pack";
     case Family::kUpDown: return "up_down";
     case Family::kUp: return "up";
@@ -50,11 +51,11 @@ const char* arch_name(Arch a) {
 }
 
 Expected<Family> parse_family(const std::string& s) {
-  for (Family f : {Family::kGatePack, Family::kPack, Family::kUpDown, Family::kUp, Family::kDown,
+  for (Family f : {Family::kGatePack, Family::kGateGemv, Family::kPack, Family::kUpDown, Family::kUp, Family::kDown,
                    Family::kTranspose, Family::kDenseAct, Family::kStats})
     if (s == family_name(f)) return f;
   return user_error("unknown kernel family '" + s +
-                    "'; use gate_pack, pack, up_down, up, down, transpose, dense_act or stats");
+                    "'; use gate_pack, gate_gemv, pack, up_down, up, down, transpose, dense_act or stats");
 }
 
 Expected<Arch> parse_arch(const std::string& s) {
@@ -110,6 +111,18 @@ Status KernelSpec::validate() const {
       return user_error("warp tile holds " + str(acc) +
                         " accumulators per thread (max 128); use more warps or a smaller bm");
     if (T.stages < 2 || T.stages > 6) return user_error("stages=" + str(T.stages) + " must be in [2, 6]");
+  } else if (family == Family::kGateGemv) {
+    if (T.bk != def.bk || T.warps_m != def.warps_m || T.warps_n != def.warps_n || T.splits != def.splits)
+      return user_error("gate_gemv ignores bk/warps/splits; leave them at their defaults");
+    if (T.bm < 8 || T.bm > 64 || T.bm % 8 != 0)
+      return user_error("gate_gemv bm=" + str(T.bm) + " must be a multiple of 8 up to 64");
+    if (T.threads != 128 && T.threads != 256 && T.threads != 512)
+      return user_error("threads=" + str(T.threads) + " must be 128, 256 or 512");
+    if ((T.threads / 32) % (S.tile_n / 16) != 0)
+      return user_error("gate_gemv threads=" + str(T.threads) + " must be a multiple of 32 * tile_n / 16 = " +
+                        str(2 * S.tile_n) + " (one warp per 16 neurons and K slice); use more threads");
+    if (T.stages != 1 && T.stages != 2 && T.stages != 4 && T.stages != 8)
+      return user_error("gate_gemv stages=" + str(T.stages) + " (loads in flight per warp) must be 1, 2, 4 or 8");
   } else {
     if (T.bm != def.bm || T.bk != def.bk || T.warps_m != def.warps_m || T.warps_n != def.warps_n ||
         T.stages != def.stages)
@@ -142,7 +155,7 @@ Status KernelSpec::validate() const {
 }
 
 int KernelSpec::block_threads() const {
-  if (family == Family::kGatePack) return 32 * tile.warps_m * tile.warps_n;
+  if (family == Family::kGatePack) return 32 * tile.warps_m * tile.warps_n;  // gate_gemv: tile.threads
   return tile.threads;
 }
 
@@ -151,6 +164,10 @@ int KernelSpec::dynamic_smem_bytes() const {
     int pipeline = tile.stages * (tile.bm + sparsity.tile_n) * tile.bk * 2;
     int epilogue = tile.bm * (sparsity.tile_n + 8) * 2;
     return std::max(pipeline, epilogue);
+  }
+  if (family == Family::kGateGemv) {
+    const int k_split = tile.threads / 32 / (sparsity.tile_n / 16);
+    return k_split * tile.bm * sparsity.tile_n * 4 + tile.bm * (sparsity.tile_n + 8) * 2;
   }
   if (family == Family::kUpDown || family == Family::kUp || family == Family::kDown) {
     int tiles_per_split = family == Family::kDown ? n_tiles() : ceil_div(n_tiles(), tile.splits);
@@ -177,6 +194,8 @@ std::string KernelSpec::kernel_name() const {
   if (family == Family::kGatePack)
     n += "_m" + str(tile.bm) + "k" + str(tile.bk) + "w" + str(tile.warps_m) + "x" + str(tile.warps_n) + "s" +
          str(tile.stages);
+  else if (family == Family::kGateGemv)
+    n += "_m" + str(tile.bm) + "t" + str(tile.threads) + "u" + str(tile.stages);
   else
     n += "_t" + str(tile.threads) + "p" + str(tile.splits);
   if (tile.min_blocks != 1) n += "b" + str(tile.min_blocks);
@@ -216,15 +235,23 @@ KernelSpec default_spec(Family family, const LayerShape& layer, Arch arch, const
     const int acc = (s.tile.bm / s.tile.warps_m) * (sparsity.tile_n / s.tile.warps_n) / 32;
     s.tile.min_blocks = s.tile.bm >= 128 && acc <= 64 ? 2 : 1;  // 128 accumulators need > 128 registers
     if (arch == Arch::kSm89) s.tile.stages = 2;
+  } else if (family == Family::kGateGemv) {
+    // One column block for the bucket's tokens, at most 16 at tile widths of 128 and
+    // more (registers), 32 below; 16 warps: tile_n / 16 neuron groups times the K
+    // slices that fill them; 4 KB in flight per warp (H100, docs/kernels.md).
+    s.tile.bm = std::clamp((bucket.max_tokens + 7) / 8 * 8, 8, sparsity.tile_n >= 128 ? 16 : 32);
+    s.tile.threads = 512;
+    s.tile.stages = 4;
   } else if (family == Family::kUpDown || family == Family::kUp) {
     s.tile.threads = layer.d_model / 8 > 256 * 4 ? 512 : 256;
     // Four CTAs per SM caps registers at 64: more gathers in flight (1.8x on H100).
     s.tile.min_blocks = s.tile.threads == 512 ? 2 : 4;
     // Many tokens: smaller CTAs, eight per SM (291 vs 319 us at 8192 tokens).
     if (bucket.min_tokens >= 512 && layer.d_model / 8 <= 128 * 2) s.tile.threads = 128, s.tile.min_blocks = 8;
-    // Few tokens: split each token's tiles over CTAs so every SM has work.
-    if (family == Family::kUpDown && bucket.max_tokens <= 16)
-      s.tile.splits = std::min(s.n_tiles(), std::max(1, 128 / std::max(1, bucket.max_tokens)));
+    // Few tokens: split each token's tiles over CTAs so every SM has work (8 splits
+    // at 1-32 tokens, 4 at 128 were best on H100: the last CTA of a token sums them).
+    if (family == Family::kUpDown && bucket.max_tokens <= 128)
+      s.tile.splits = std::min({s.n_tiles(), 8, std::max(1, 512 / bucket.max_tokens)});
     // Many tokens: up in two waves over halves of Wu (a smaller L2 working set; 3%
     // faster at 8192 tokens on H100, docs/performance.md).
     if (family == Family::kUp && bucket.min_tokens >= 1024) s.tile.splits = std::min(2, s.n_tiles());

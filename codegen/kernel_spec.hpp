@@ -10,6 +10,7 @@ namespace ffnjit {
 // What the generated kernel computes (design.md section 5).
 enum class Family {
   kGatePack,  // x·Wg^T (or x·Wu^T non-gated) on tensor cores, ReLU, TwELL packing fused
+  kGateGemv,  // decode gate: Wg streamed by every warp into mma fragments, ReLU, TwELL packing fused
   kPack,      // TwELL packing of a gate a cuBLASLt GEMM (ReLU epilogue) computed
   kUpDown,    // from the packed gate: h = g ⊙ (x·Wu^T) on active neurons, out = h·Wd^T; exact overflow
   kUp,        // the up half alone: h = g ⊙ (x·Wu^T) written over the TwELL's gate values
@@ -53,6 +54,8 @@ struct BatchBucket {
 // Tile configuration; the fields a family ignores must stay at their defaults.
 struct TileConfig {
   // gate_pack: CTA tile bm x tile_n (bn = Sparsity::tile_n) x bk, warps_m x warps_n warps.
+  // gate_gemv: bm tokens (a multiple of 8 up to 64) per CTA, `threads`, and `stages` 1 KB weight
+  // loads in flight per warp (its K-loop unroll).
   int bm = 128;
   int bk = 32;
   int warps_m = 2;

@@ -25,6 +25,10 @@ TemplateValues values_for(const KernelSpec& s) {
                 {"BM", i(s.tile.bm)}, {"BK", i(s.tile.bk)}, {"WARPS_M", i(s.tile.warps_m)},
                 {"WARPS_N", i(s.tile.warps_n)}, {"STAGES", i(s.tile.stages)}});
       break;
+    case Family::kGateGemv:
+      v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},
+                {"BM", i(s.tile.bm)}, {"UNROLL", i(s.tile.stages)}});
+      break;
     case Family::kUpDown:
     case Family::kUp:
     case Family::kDown:

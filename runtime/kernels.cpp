@@ -1,6 +1,8 @@
 // Stage 3 of the pipeline: CompiledKernel -> LoadedKernel, and the in-process table.
 #include "runtime/kernels.hpp"
 
+#include <cstdlib>
+
 namespace ffnjit {
 
 Expected<std::unique_ptr<LoadedKernel>> load_kernel(const CompiledKernel& k, const KernelSpec& spec) {
@@ -38,6 +40,31 @@ Status launch(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const voi
   void* args[] = {const_cast<void*>(params)};
   FFNJIT_CU(cuLaunchKernel(k.function, grid_x, grid_y, 1, block_x ? block_x : unsigned(k.threads), block_y, 1,
                            unsigned(k.dynamic_smem), stream, args, nullptr));
+  return {};
+}
+
+Status launch_dependent(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const void* params,
+                        CUstream stream) {
+  static const bool disabled = [] {
+    const char* v = std::getenv("FFNJIT_NO_PDL");
+    return v && *v && std::string(v) != "0";
+  }();
+  if (disabled || k.spec.arch != Arch::kSm90a) return launch(k, grid_x, grid_y, params, stream);
+  if (grid_x == 0 || grid_y == 0) return {};
+  auto api = drv::api();
+  FFNJIT_TRY(api);
+  const drv::Api* cu = *api;
+  CUlaunchAttribute attr{};
+  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attr.value.programmaticStreamSerializationAllowed = 1;
+  CUlaunchConfig cfg{};
+  cfg.gridDimX = grid_x, cfg.gridDimY = grid_y, cfg.gridDimZ = 1;
+  cfg.blockDimX = unsigned(k.threads), cfg.blockDimY = 1, cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = unsigned(k.dynamic_smem);
+  cfg.hStream = stream;
+  cfg.attrs = &attr, cfg.numAttrs = 1;
+  void* args[] = {const_cast<void*>(params)};
+  FFNJIT_CU(cuLaunchKernelEx(&cfg, k.function, args, nullptr));
   return {};
 }
 

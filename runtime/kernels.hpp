@@ -36,6 +36,13 @@ Expected<std::unique_ptr<LoadedKernel>> load_kernel(const CompiledKernel& k, con
 Status launch(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const void* params, CUstream stream,
               unsigned block_x = 0, unsigned block_y = 1);
 
+// Launches `k` behind the kernel before it on `stream` with programmatic dependent
+// launch (sm_90a): it may start while that kernel finishes, and its
+// grid_dependency_wait() orders every read of the predecessor's output. Only for a
+// forward's second and later kernels, whose templates call that wait. Other targets,
+// or FFNJIT_NO_PDL=1 in the environment (read once), use an ordinary launch.
+Status launch_dependent(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const void* params, CUstream stream);
+
 // Kernels for one device context, keyed by the spec's canonical text. Thread-safe;
 // compiles at most once per spec for the life of the table.
 class KernelTable {

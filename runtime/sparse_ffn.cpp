@@ -41,7 +41,7 @@ bool same_layer(const KernelSpec& a, const KernelSpec& b) {
 }  // namespace
 
 Status SparseFfnConfig::validate() const {
-  if ((gate.family != Family::kGatePack && gate.family != Family::kPack) ||
+  if ((gate.family != Family::kGatePack && gate.family != Family::kGateGemv && gate.family != Family::kPack) ||
       (up_down.family != Family::kUpDown && up_down.family != Family::kDown) || up.family != Family::kUp)
     return internal_error("sparse config has kernels of the wrong families");
   for (const KernelSpec& s : kernel_specs()) FFNJIT_TRY(s.validate());
@@ -63,12 +63,14 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int to
 
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& b,
                                       const Sparsity& sparsity) {
-  // Beyond decode: the GEMM gate (cuBLASLt's wgmma kernels outrun gate_pack's
-  // mma.sync, and gate_pack's grid is only n_tiles wide at a few hundred tokens).
-  // The fused up_down beats up + down at every size measured once its weight
-  // rows stay in L2 (docs/performance.md); up + down remains a tuner candidate.
+  // Up to 32 tokens: gate_gemv, which streams Wg from every warp (the gate is a
+  // matrix-vector product bound by reading Wg). Beyond: the cuBLASLt GEMM gate +
+  // pack (flat ~21 us from 32 to 128 tokens on H100, where gate_pack's grid is only
+  // n_tiles wide). The fused up_down beats up + down at every size measured once its
+  // weight rows stay in L2 (docs/performance.md); up + down remains a tuner candidate.
   SparseFfnConfig c;
-  c.gate = default_spec(b.min_tokens > 64 ? Family::kPack : Family::kGatePack, layer, arch, b, sparsity);
+  const Family gate = b.max_tokens <= 32 ? Family::kGateGemv : Family::kPack;
+  c.gate = default_spec(gate, layer, arch, b, sparsity);
   c.up = default_spec(Family::kUp, layer, arch, b, sparsity);
   c.up_down = default_spec(Family::kUpDown, layer, arch, b, sparsity);
   return c;
@@ -135,7 +137,7 @@ Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const 
     FFNJIT_TRY(k.gemms->run(rows, dff, dm, true, x + size_t(r0) * dm * 2, gate_w, workspace + l.gate_out,
                             workspace + l.gate_ws, stream));
     PackParams pp{reinterpret_cast<const u16*>(workspace + l.gate_out), twell(r0), rows};
-    FFNJIT_TRY(launch(*k.gate, unsigned(rows), 1, &pp, stream));
+    FFNJIT_TRY(launch_dependent(*k.gate, unsigned(rows), 1, &pp, stream));
   }
   return {};
 }
@@ -153,8 +155,8 @@ Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, con
                   reinterpret_cast<float*>(workspace + l.partial),
                   reinterpret_cast<u32*>(workspace + l.tickets),
                   tokens};
-  if (k.up) FFNJIT_TRY(launch(*k.up, unsigned(tokens), unsigned(cfg.up.tile.splits), &up, stream));
-  return launch(*k.up_down, unsigned(tokens), unsigned(cfg.up_down.tile.splits), &up, stream);
+  if (k.up) FFNJIT_TRY(launch_dependent(*k.up, unsigned(tokens), unsigned(cfg.up.tile.splits), &up, stream));
+  return launch_dependent(*k.up_down, unsigned(tokens), unsigned(cfg.up_down.tile.splits), &up, stream);
 }
 
 }  // namespace

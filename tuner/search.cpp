@@ -25,6 +25,8 @@ std::vector<KernelSpec> gate_candidates(const LayerShape& layer, Arch arch, cons
                                         const Sparsity& format) {
   std::vector<KernelSpec> out;
   std::set<std::string> seen;
+  // First the runtime's untuned default (the tuner's starting point), then the rest.
+  add_unique(out, seen, default_sparse_config(layer, arch, bucket, format).gate);
   const KernelSpec def = default_spec(Family::kGatePack, layer, arch, bucket, format);
   add_unique(out, seen, def);
   std::vector<int> bms;
@@ -44,8 +46,21 @@ std::vector<KernelSpec> gate_candidates(const LayerShape& layer, Arch arch, cons
         s.tile.min_blocks = bm >= 128 && acc <= 64 ? 2 : 1;
         add_unique(out, seen, s);
       }
+  // Decode: gate_gemv with its default column block, and 16 tokens when that is
+  // smaller (fewer registers; more column blocks re-read Wg from L2), 8 or 16 warps,
+  // 2, 4 or 8 loads in flight per warp.
+  if (bucket.max_tokens <= 64) {
+    const KernelSpec gemv = default_spec(Family::kGateGemv, layer, arch, bucket, format);
+    for (int bm : {gemv.tile.bm, std::min(gemv.tile.bm, 16), std::min(64, (bucket.max_tokens + 7) / 8 * 8)})
+      for (int threads : {256, 512})
+        for (int unroll : {2, 4, 8}) {
+          KernelSpec s = gemv;
+          s.tile.bm = bm, s.tile.threads = threads, s.tile.stages = unroll;
+          add_unique(out, seen, s);
+        }
+  }
   // Beyond decode: the cuBLASLt GEMM gate with the packing kernel behind it.
-  if (bucket.max_tokens > 64)
+  if (bucket.max_tokens > 16)
     for (int threads : {128, 256}) {
       KernelSpec s = default_spec(Family::kPack, layer, arch, bucket, format);
       s.tile.threads = threads;
@@ -62,8 +77,8 @@ std::vector<KernelSpec> up_down_candidates(const LayerShape& layer, Arch arch, c
   add_unique(out, seen, def);
   std::vector<int> splits = {1};
   const int tiles = def.n_tiles();
-  if (bucket.max_tokens <= 16) splits = {1, std::max(1, tiles / 4), std::max(1, tiles / 2), tiles};
-  else if (bucket.max_tokens <= 64) splits = {1, 2, 4};
+  if (bucket.max_tokens <= 16) splits = {1, 4, 8, 16, tiles};
+  else if (bucket.max_tokens <= 128) splits = {1, 2, 4, 8};
   for (int threads : {128, 256})
     for (int split : splits)
       for (int min_blocks : {threads == 128 ? 8 : 4, threads == 128 ? 4 : 2}) {

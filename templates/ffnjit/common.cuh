@@ -86,6 +86,32 @@ __device__ __forceinline__ Vec8 ld_vec8_weight(const u16* p) {
   return v;
 }
 
+// Streamed weight loads (the decode gate reads each Wg line once): no L1 allocation.
+__device__ __forceinline__ Vec8 ld_vec8_stream(const u16* p) {
+  Vec8 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.w[0]), "=r"(v.w[1]), "=r"(v.w[2]), "=r"(v.w[3])
+               : "l"(p));
+  return v;
+}
+
+// Programmatic dependent launch (sm_90): the runtime launches a forward's second and
+// later kernels with the programmatic-serialization attribute (launch_dependent), so
+// they start while their predecessor finishes. grid_dependency_launch() lets the
+// next kernel start; grid_dependency_wait() blocks until the predecessor grid has
+// completed and its writes are visible, so every read of a predecessor's output comes
+// after it. Both are no-ops before sm_90 and on ordinary launches.
+__device__ __forceinline__ void grid_dependency_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float dot8(const Vec8& a, const Vec8& b, float acc) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {

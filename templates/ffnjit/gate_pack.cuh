@@ -56,6 +56,8 @@ __device__ void gate_pack(const GatePackParams& p) {
   const int m0 = blockIdx.y * C::kBM, n0 = tile * C::kBN;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = warp / C::kWarpsN, wn = warp % C::kWarpsN;
+  grid_dependency_launch();
+  grid_dependency_wait();  // x comes from the stream's earlier work
 
   float acc[C::kMI][C::kNI][4];
 #pragma unroll
@@ -121,21 +123,8 @@ __device__ void gate_pack(const GatePackParams& p) {
     }
   __syncthreads();
 
-  // Epilogue 2: one warp packs one token's tile, in neuron order, with ReLU.
-  u32 overflowed = 0;
-  for (int r = warp; r < C::kBM; r += C::kThreads / 32) {
-    const int m = m0 + r;
-    if (m >= p.tokens) break;
-    const i64 slot = i64(m) * C::kTiles + tile;
-    const u32 count =
-        pack_tile_warp<C::kBN, C::kCap, 1>(sC + r * C::kEpiStride, n0, C::kFF, p.tw.entries + slot * C::kCap, lane);
-    if (lane == 0) {
-      p.tw.counts[slot] = count;
-      overflowed += count > u32(C::kCap);
-      if (tile == 0) p.tw.tickets[m] = 0;
-    }
-  }
-  if (lane == 0 && overflowed) atomicAdd(p.tw.overflow, overflowed);
+  // Epilogue 2: ReLU and TwELL packing, one warp per token.
+  pack_gate_tile<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, tile, p.tw, p.tokens);
 }
 
 }  // namespace ffnjit

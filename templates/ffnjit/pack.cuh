@@ -17,6 +17,8 @@ struct PackConfig {
 template <class C>
 __device__ void pack_gate(const PackParams& p) {
   const int m = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  grid_dependency_launch();
+  grid_dependency_wait();  // the GEMM's output
   const u16* row = p.g + i64(m) * C::kFF;
   u32 overflowed = 0;
   for (int t = warp; t < C::kTiles; t += C::kWarps) {

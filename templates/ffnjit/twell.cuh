@@ -65,4 +65,28 @@ __device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff,
   return count;
 }
 
+// Epilogue of the gate kernels: the CTA's bf16 gate tile sC[rows][STRIDE] (row r is
+// token m0 + r; neurons tile * TILE_N ..) becomes TwELL, one warp per token, in
+// neuron order (deterministic). Counts overflowed pairs and, in tile 0, zeroes the
+// token's split up_down ticket.
+template <int TILE_N, int CAP, int D_FF, int STRIDE, int THREADS>
+__device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, int tile, const TwellBuffers& tw,
+                                               int tokens) {
+  constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  u32 overflowed = 0;
+  for (int r = warp; r < rows; r += THREADS / 32) {
+    const int m = m0 + r;
+    if (m >= tokens) break;
+    const i64 slot = i64(m) * kTiles + tile;
+    const u32 count = pack_tile_warp<TILE_N, CAP, 1>(sC + r * STRIDE, tile * TILE_N, D_FF, tw.entries + slot * CAP, lane);
+    if (lane == 0) {
+      tw.counts[slot] = count;
+      overflowed += count > u32(CAP);
+      if (tile == 0) tw.tickets[m] = 0;
+    }
+  }
+  if (lane == 0 && overflowed) atomicAdd(tw.overflow, overflowed);
+}
+
 }  // namespace ffnjit

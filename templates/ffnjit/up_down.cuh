@@ -246,7 +246,9 @@ __device__ void up_down(const UpDownParams& p) {
   const int n_here = max(0, t_end - t_begin);
   const int vec0 = C::kColumnSplit ? split * C::kSliceVecs : 0;
 
+  grid_dependency_launch();
   if (C::kMode != kModeDown) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
+  grid_dependency_wait();  // everything below reads what the previous kernels wrote
   const int total = gather_entries<C>(p, m, t_begin, n_here);
   if (C::kMode == kModeDown && S::off()[n_here + 1]) {  // the backup path needs x
     load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);

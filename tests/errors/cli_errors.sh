@@ -12,7 +12,7 @@ expect "--d-model must be an integer, got 'big'" inspect --d-model big --d-ff 56
 expect "--tokens=0 is out of range; use a value in [1," inspect --d-model 2048 --d-ff 5632 --tokens 0
 expect "unsupported arch 'sm_70'; use sm_80, sm_89 or sm_90a" inspect --d-model 2048 --d-ff 5632 --arch sm_70
 expect "lacks the Hopper-specific instructions ffnjit targets; use sm_90a" inspect --d-model 2048 --d-ff 5632 --arch sm_90
-expect "unknown kernel family 'gemm'; use gate_pack, pack, up_down, up, down, transpose, dense_act or stats" inspect --d-model 2048 --d-ff 5632 --family gemm
+expect "unknown kernel family 'gemm'; use gate_pack, gate_gemv, pack, up_down, up, down, transpose, dense_act or stats" inspect --d-model 2048 --d-ff 5632 --family gemm
 expect "--emit asm is not one of source, ptx, resources, name, spec" inspect --d-model 2048 --d-ff 5632 --emit asm
 expect "--d-model needs a value (N); run \`ffnjit inspect --help\`" inspect --d-ff 5632 --d-model
 expect "pass either --gated or --non-gated, not both" inspect --d-model 2048 --d-ff 5632 --gated --non-gated

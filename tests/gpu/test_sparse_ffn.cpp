@@ -54,16 +54,18 @@ void check_case(Gpu& g, const Shape& s, double fraction, int tokens, const synth
   CHECK(r.ok());
 }
 
-// Every pipeline the tuner can pick: {gate_pack, GEMM + pack} x {up_down with 1 or 4
+// Every pipeline the tuner can pick: {gate_pack, gate_gemv, GEMM + pack} x {up_down with 1 or 4
 // tile splits, up + down with 1, 2 or 4 column splits}.
 std::vector<SparseFfnConfig> pipelines(const Shape& s, Arch arch, int tokens, const Sparsity& sp = {}) {
   const LayerShape shape{s.d_model, s.d_ff, s.gated};
   const BatchBucket b{tokens, tokens};
   std::vector<SparseFfnConfig> out;
-  for (Family gate : {Family::kGatePack, Family::kPack})
+  for (Family gate : {Family::kGatePack, Family::kGateGemv, Family::kPack})
     for (auto [family, splits] : {std::pair{Family::kUpDown, 1}, std::pair{Family::kUpDown, 4},
                                   std::pair{Family::kDown, 1}, std::pair{Family::kDown, 2},
                                   std::pair{Family::kDown, 4}}) {
+      // The tuner offers gate_gemv up to 64 tokens; 257 covers several column blocks.
+      if (gate == Family::kGateGemv && tokens > 257) continue;
       SparseFfnConfig cfg = default_sparse_config(shape, arch, tokens, sp);
       cfg.gate = default_spec(gate, shape, arch, b, sp);
       cfg.up_down = default_spec(family, shape, arch, b, sp);
@@ -177,6 +179,21 @@ TEST_CASE("gpu: tile shapes, capacities and splits the tuner can pick") {
             INFO(cfg.gate.kernel_name() << " " << cfg.up_down.kernel_name() << ": " << r.describe());
             CHECK(r.ok());
           }
+  // The decode gate at every TwELL format, column block and warp count (several
+  // column blocks per CTA column at 257 tokens, d_model split over 1 to 8 warps).
+  for (int tile_n : {32, 64, 128, 256})
+    for (int cap : {1, tile_n / 8 - 1, tile_n})
+      for (int bm : {8, 24, 32})
+        for (auto [threads, unroll] : {std::pair{256, 4}, std::pair{512, 8}, std::pair{512, 1}}) {
+          const Sparsity sp{tile_n, std::max(1, cap)};
+          auto cfg = default_sparse_config(shape, g->arch, m, sp);
+          cfg.gate = default_spec(Family::kGateGemv, shape, g->arch, {m, m}, sp);
+          cfg.gate.tile.bm = bm, cfg.gate.tile.threads = threads, cfg.gate.tile.stages = unroll;
+          if (!cfg.validate()) continue;
+          CaseResult r = run_sparse_case(*g, L, cfg, x, m);
+          INFO(pipeline_name(cfg) << ": " << r.describe());
+          CHECK(r.ok());
+        }
   // The GEMM gate's packer and the split up/down at every TwELL format.
   for (int tile_n : {32, 64, 128, 256})
     for (int cap : {1, tile_n / 8 - 1, tile_n}) {

@@ -35,6 +35,16 @@ std::vector<KernelSpec> variants(Arch arch) {
   r.tile.splits = 4;
   out.push_back(r);
   for (int tile_n : {32, 64, 256}) out.push_back(default_spec(Family::kPack, shapes[0], arch, {8192, 8192}, {tile_n, tile_n / 4 - 1}));
+  // The decode gate on every shape and at every TwELL width, with its tuner variants.
+  for (const auto& l : shapes)
+    for (int tokens : {1, 16, 32}) out.push_back(default_spec(Family::kGateGemv, l, arch, {tokens, tokens}));
+  for (int tile_n : {32, 64, 128, 256})
+    for (int threads : {256, 512})
+      for (int unroll : {4, 8}) {
+        KernelSpec g = default_spec(Family::kGateGemv, shapes[0], arch, {32, 32}, {tile_n, tile_n / 4 - 1});
+        g.tile.threads = threads, g.tile.stages = unroll;
+        if (g.validate()) out.push_back(g);
+      }
   // The helpers: weight transpose, dense activation (both gatings), serving counters.
   out.push_back(default_spec(Family::kTranspose, shapes[0], arch, {1, 1}));
   out.push_back(default_spec(Family::kDenseAct, shapes[0], arch, {1, 1}));

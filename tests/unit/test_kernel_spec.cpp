@@ -20,7 +20,7 @@ std::string why(const KernelSpec& s) {
 }  // namespace
 
 TEST_CASE("default specs validate for every family, arch and bucket") {
-  for (Family f : {Family::kGatePack, Family::kPack, Family::kUpDown, Family::kUp, Family::kDown})
+  for (Family f : {Family::kGatePack, Family::kGateGemv, Family::kPack, Family::kUpDown, Family::kUp, Family::kDown})
     for (Arch a : {Arch::kSm80, Arch::kSm89, Arch::kSm90a})
       for (int t : {1, 3, 16, 64, 255, 8192})
         for (LayerShape l : {LayerShape{2048, 5632, true}, LayerShape{4096, 14336, true},
@@ -78,6 +78,27 @@ TEST_CASE("validation names the fix") {
   KernelSpec u = default_spec(Family::kUpDown, {2048, 5632, true}, Arch::kSm90a, {1, 1});
   u.tile.splits = 1000;
   CHECK(why(u) == "splits=1000 must be in [1, n_tiles=44]");
+}
+
+TEST_CASE("gate_gemv specs: name, defaults and the fixes its validation names") {
+  KernelSpec s = default_spec(Family::kGateGemv, {2048, 5632, true}, Arch::kSm90a, {1, 1});
+  CHECK(s.kernel_name() == "ffnjit_gate_gemv_sm90a_bf16_g_k2048n5632_tn128c31_m8t512u4");
+  CHECK(default_spec(Family::kGateGemv, {2048, 5632, true}, Arch::kSm90a, {9, 16}).tile.bm == 16);
+  // K-slice partials [threads / 32 / (tile_n / 16)][bm][tile_n] fp32 + the bf16 tile.
+  CHECK(s.dynamic_smem_bytes() == 2 * 8 * 128 * 4 + 8 * 136 * 2);
+  s.sparsity.tile_n = 256;
+  s.tile.threads = 256;
+  CHECK(why(s) == "gate_gemv threads=256 must be a multiple of 32 * tile_n / 16 = 512 (one warp per 16 neurons and "
+                  "K slice); use more threads");
+  s = default_spec(Family::kGateGemv, {2048, 5632, true}, Arch::kSm90a, {1, 1});
+  s.tile.bm = 12;
+  CHECK(why(s) == "gate_gemv bm=12 must be a multiple of 8 up to 64");
+  s.tile.bm = 8;
+  s.tile.stages = 3;
+  CHECK(why(s) == "gate_gemv stages=3 (loads in flight per warp) must be 1, 2, 4 or 8");
+  s.tile.stages = 4;
+  s.tile.splits = 2;
+  CHECK(why(s) == "gate_gemv ignores bk/warps/splits; leave them at their defaults");
 }
 
 TEST_CASE("canonical form ignores the bucket but not the code-shaping fields") {

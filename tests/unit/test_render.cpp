@@ -40,7 +40,7 @@ TEST_CASE("generated source is deterministic and starts with the banner") {
 }
 
 TEST_CASE("every family renders for gated and non-gated layers") {
-  for (Family f : {Family::kGatePack, Family::kPack, Family::kUpDown, Family::kUp, Family::kDown})
+  for (Family f : {Family::kGatePack, Family::kGateGemv, Family::kPack, Family::kUpDown, Family::kUp, Family::kDown})
     for (bool gated : {true, false}) {
       auto src = generate_source(default_spec(f, {768, 3072, gated}, Arch::kSm80, {1, 1}));
       INFO(family_name(f) << " gated=" << gated);
