@@ -34,6 +34,8 @@ int cmd_bench(const Argv& argv) {
       .option("tokens", "LIST", "token counts", std::string("1,16,128,2048,8192,32768"))
       .option("k", "LIST", "mean active neurons per token", std::string("29,56,112,282"))
       .flag("heavy", "heavy-tailed tokens: 10% of tokens fire several times more neurons")
+      .flag("tuned", "per row, search the tuner's candidates as `ffnjit tune` does and time the winner, or "
+                     "the dense fallback where it is as fast (minutes); default: the untuned defaults")
       .option("samples", "N", "timed samples per measurement (median reported)", std::string("15"))
       .option("device", "N", "GPU ordinal", std::string("0"))
       .option("csv", "FILE", "also write the rows as CSV");
@@ -48,7 +50,7 @@ int cmd_bench(const Argv& argv) {
   if (!tokens) return report_error("bench", tokens.error().message, 2);
   if (!k) return report_error("bench", k.error().message, 2);
   o.d_model = int(*dm), o.d_ff = int(*dff), o.gated = !args.has("non-gated"), o.tokens = *tokens, o.k = *k;
-  o.heavy = args.has("heavy"), o.device = int(*dev), o.measure.samples = int(*samples);
+  o.heavy = args.has("heavy"), o.tuned = args.has("tuned"), o.device = int(*dev), o.measure.samples = int(*samples);
   for (int kk : o.k)
     if (kk > o.d_ff) return report_error("bench", "--k " + std::to_string(kk) + " exceeds --d-ff", 2);
 
@@ -70,14 +72,16 @@ int cmd_bench(const Argv& argv) {
   std::fprintf(stderr, "\n");
   if (csv) std::fclose(csv);
   if (!rows) return report_error("bench", rows.error().message);
-  std::printf("d_model %d, d_ff %d, %s%s; ratio = dense / ffnjit (same process, CUDA graphs, median)\n", o.d_model,
-              o.d_ff, o.gated ? "gated" : "non-gated", o.heavy ? ", heavy-tailed tokens" : "");
-  std::printf("%8s %5s %8s %9s %11s %11s %7s %9s\n", "tokens", "k", "k_seen", "overflow", "dense_us", "ffnjit_us",
-              "ratio", "rel_diff");
+  std::printf("d_model %d, d_ff %d, %s%s; ffnjit %s; ratio = dense / ffnjit (same process, CUDA graphs, median)\n",
+              o.d_model, o.d_ff, o.gated ? "gated" : "non-gated", o.heavy ? ", heavy-tailed tokens" : "",
+              o.tuned ? "tuned per row (dense fallback where dense is as fast)" : "untuned defaults");
+  std::printf("%8s %5s %8s %9s %11s %11s %7s %9s  %s\n", "tokens", "k", "k_seen", "overflow", "dense_us", "ffnjit_us",
+              "ratio", "rel_diff", "ffnjit kernels");
   bool agree = true;
   for (const auto& r : *rows) {
-    std::printf("%8d %5d %8.1f %8.3f%% %11.1f %11.1f %6.2fx %9.1e\n", r.tokens, r.k, r.measured_k,
-                100 * r.overflow_rate, r.dense.median_us, r.sparse.median_us, r.ratio, r.rel_diff);
+    std::printf("%8d %5d %8.1f %8.3f%% %11.1f %11.1f %6.2fx %9.1e  %s\n", r.tokens, r.k, r.measured_k,
+                100 * r.overflow_rate, r.dense.median_us, r.sparse.median_us, r.ratio, r.rel_diff,
+                r.sparse_kernels.c_str());
     agree &= r.rel_diff <= 2e-2;
   }
   if (!agree) return report_error("bench", "ffnjit and dense outputs disagree (rel_diff > 2e-2); this is a bug");

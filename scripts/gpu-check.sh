@@ -5,6 +5,7 @@
 # overhead benchmark and `ffnjit bench`. Full logs go to $OUT; a short summary
 # table is printed last. Binaries come prebuilt in $BIN (scripts/gpu-pack.sh).
 # STEPS selects a subset: tests sanitize examples verify overhead bench kernels ncu.
+# bench runs `ffnjit bench --tuned` (BENCH_TUNED= for the untuned defaults).
 # (kernels: per-kernel timings at BENCH_M tokens; ncu: L2/DRAM counters of the
 # up/down kernels there. Neither runs by default.)
 set -uo pipefail
@@ -86,7 +87,7 @@ if has ncu; then
 fi
 
 if has bench; then
-  "$BIN/ffnjit" bench --tokens "${BENCH_TOKENS:-1,16,128,2048,8192,32768}" --k "${BENCH_K:-29,56,112,282}" \
+  "$BIN/ffnjit" bench ${BENCH_TUNED---tuned} --tokens "${BENCH_TOKENS:-1,16,128,2048,8192,32768}" --k "${BENCH_K:-29,56,112,282}" \
     --csv "$OUT/bench.csv" >"$OUT/bench.txt" 2>"$OUT/bench.err"
   summary+=("bench: rc=$?")
   python3 scripts/plot_bench.py "$OUT/bench.csv" "$OUT/bench.png" >/dev/null 2>&1 ||

@@ -6,6 +6,7 @@
 #include "model/synthetic.hpp"
 #include "runtime/device_weights.hpp"
 #include "support/bf16.hpp"
+#include "tuner/search.hpp"
 
 namespace ffnjit {
 namespace {
@@ -18,6 +19,89 @@ double rel_diff(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) 
     den += y * y;
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+std::string pipeline_name(const SparseFfnConfig& cfg) {
+  std::string n = cfg.gemm_gate() ? "cuBLASLt GEMM" : "";
+  for (const auto& s : cfg.kernel_specs()) n += (n.empty() ? "" : " + ") + s.kernel_name();
+  return n;
+}
+
+// What one sparse configuration needs to run on the bench's layer and inputs.
+struct SparseRun {
+  const Device& dev;
+  CUstream stream;
+  KernelTable& kernels;
+  FfnDeviceWeights w;
+  CUdeviceptr x;
+  const DeviceBuffer& out;
+  int tokens;
+  const std::vector<uint16_t>& reference;  // the dense output
+};
+
+// Times `cfg`'s full forward (`part`: the gate or up/down alone) after checking its
+// output against the dense one; an error for kernels that spill or disagree.
+Expected<Timing> time_candidate(const SparseRun& r, const SparseFfnConfig& cfg, const MeasureOptions& mo,
+                                int part = 0) {
+  for (const auto& spec : cfg.kernel_specs()) {
+    auto k = r.kernels.get(spec);
+    FFNJIT_TRY(k);
+    if ((*k)->resources.spills()) return internal_error(spec.kernel_name() + " spills");
+  }
+  auto ws = DeviceBuffer::alloc(sparse_workspace_bytes(cfg, r.tokens));
+  FFNJIT_TRY(ws);
+  FFNJIT_TRY(sparse_ffn_forward(r.kernels, cfg, r.w, r.x, r.out.ptr(), r.tokens, ws->ptr(), r.stream));
+  const drv::Api* cu = r.dev.api();
+  FFNJIT_CU(cuStreamSynchronize(r.stream));
+  std::vector<uint16_t> got(r.reference.size());
+  FFNJIT_TRY(r.out.download(got.data(), got.size() * 2));
+  if (!(rel_diff(got, r.reference) <= 1e-2)) return internal_error(pipeline_name(cfg) + " disagrees with dense");
+  return measure_graph(r.dev, r.stream, [&](CUstream s) {
+    if (part == 1) return sparse_ffn_gate(r.kernels, cfg, r.w, r.x, r.tokens, ws->ptr(), s);
+    if (part == 2) return sparse_ffn_up_down(r.kernels, cfg, r.w, r.x, r.out.ptr(), r.tokens, ws->ptr(), s);
+    return sparse_ffn_forward(r.kernels, cfg, r.w, r.x, r.out.ptr(), r.tokens, ws->ptr(), s);
+  }, mo);
+}
+
+// The tuner's search (tuner/tune.cpp) on the bench's layer, per TwELL format: gates
+// timed alone behind the default up/down, up/down variants behind the best gate, then
+// the pair's full forward. Returns the fastest pair and how many configs it timed.
+Expected<std::pair<SparseFfnConfig, int>> tuned_config(const SparseRun& r, const LayerShape& shape, Arch arch,
+                                                       MeasureOptions mo) {
+  mo.samples = std::min(mo.samples, 7);  // screening; the winner is re-timed in full
+  const BatchBucket b{r.tokens, r.tokens};
+  const SparseFfnConfig def = default_sparse_config(shape, arch, b);
+  auto make = [&](const KernelSpec& gate, const KernelSpec& up_down) {
+    SparseFfnConfig c = def;
+    c.gate = gate, c.up_down = up_down;
+    c.up = default_spec(Family::kUp, shape, arch, b, gate.sparsity);
+    return c;
+  };
+  SparseFfnConfig best = def;
+  double best_us = INFINITY;
+  int timed = 0;
+  for (const Sparsity& f : format_candidates(def.gate.sparsity, b, false)) {
+    const auto gates = gate_candidates(shape, arch, b, f);
+    const auto ups = up_down_candidates(shape, arch, b, f);
+    KernelSpec gate = gates[0];
+    double gate_us = INFINITY;
+    for (const auto& g : gates) {
+      auto t = time_candidate(r, make(g, ups[0]), mo, 1);
+      timed += bool(t);
+      if (t && t->median_us < gate_us) gate_us = t->median_us, gate = g;
+    }
+    KernelSpec up_down = ups[0];
+    double up_down_us = INFINITY;
+    for (const auto& u : ups) {
+      auto t = time_candidate(r, make(gate, u), mo, 2);
+      timed += bool(t);
+      if (t && t->median_us < up_down_us) up_down_us = t->median_us, up_down = u;
+    }
+    auto t = time_candidate(r, make(gate, up_down), mo);
+    FFNJIT_TRY(t);
+    if (t->median_us < best_us) best_us = t->median_us, best = make(gate, up_down);
+  }
+  return std::pair{best, timed};
 }
 
 }  // namespace
@@ -59,14 +143,8 @@ Expected<std::vector<BenchRow>> run_bench(const BenchOptions& o,
     for (int m : o.tokens) {
       BenchRow row;
       row.tokens = m, row.k = k;
-      const SparseFfnConfig cfg = default_sparse_config(shape, *arch, m);
-      row.sparse_kernels = cfg.gemm_gate() ? "cuBLASLt GEMM" : "";
-      for (const auto& s : cfg.kernel_specs())
-        row.sparse_kernels += (row.sparse_kernels.empty() ? "" : " + ") + s.kernel_name();
       auto ws_dense = DeviceBuffer::alloc((*dense)->workspace_bytes(m));
       FFNJIT_TRY(ws_dense);
-      auto ws_sparse = DeviceBuffer::alloc(sparse_workspace_bytes(cfg, m));
-      FFNJIT_TRY(ws_sparse);
       auto run_dense = [&](CUstream s) {
         return (*dense)->forward(weights->dense(), x->ptr(), out_dense->ptr(), m, ws_dense->ptr(), s);
       };
@@ -75,6 +153,21 @@ Expected<std::vector<BenchRow>> run_bench(const BenchOptions& o,
       FFNJIT_TRY(overflow_counter);
       FfnDeviceWeights sparse_w = weights->sparse();
       sparse_w.overflow_counter = overflow_counter->ptr();
+
+      SparseFfnConfig cfg = default_sparse_config(shape, *arch, m);
+      if (o.tuned) {
+        FFNJIT_TRY(run_dense(stream));
+        FFNJIT_CU(cuStreamSynchronize(stream));
+        std::vector<uint16_t> reference(size_t(m) * o.d_model);
+        FFNJIT_TRY(out_dense->download(reference.data(), reference.size() * 2));
+        const SparseRun r{*dev, stream, kernels, sparse_w, x->ptr(), *out_sparse, m, reference};
+        auto t = tuned_config(r, shape, *arch, o.measure);
+        FFNJIT_TRY(t);
+        cfg = t->first, row.candidates = t->second;
+      }
+      row.sparse_kernels = pipeline_name(cfg);
+      auto ws_sparse = DeviceBuffer::alloc(sparse_workspace_bytes(cfg, m));
+      FFNJIT_TRY(ws_sparse);
       auto run_sparse = [&](CUstream s) {
         return sparse_ffn_forward(kernels, cfg, sparse_w, x->ptr(), out_sparse->ptr(), m, ws_sparse->ptr(), s);
       };
@@ -83,7 +176,9 @@ Expected<std::vector<BenchRow>> run_bench(const BenchOptions& o,
       auto ts = measure_graph(*dev, stream, run_sparse, o.measure);
       FFNJIT_TRY(ts);
       row.dense = *td, row.sparse = *ts;
-      row.ratio = td->median_us / ts->median_us;
+      // Tuned: ffnjit serves the dense path where it is as fast (as `ffnjit tune` records).
+      if (o.tuned && !(ts->median_us < td->median_us)) row.sparse = *td, row.sparse_kernels = "dense fallback";
+      row.ratio = td->median_us / row.sparse.median_us;
 
       // One more forward from a zeroed counter gives this batch's overflow.
       FFNJIT_TRY(overflow_counter->fill_bytes(0));

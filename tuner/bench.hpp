@@ -19,6 +19,9 @@ struct BenchOptions {
   std::vector<int> tokens = {1, 16, 128, 2048, 8192, 32768};
   std::vector<int> k = {29, 56, 112, 282};  // mean active neurons per token
   bool heavy = false;                        // heavy-tailed tokens (10% of tokens fire ~8x more)
+  // Per row, search the tuner's candidates (tuner/search.hpp) as `ffnjit tune` does and
+  // serve the winner, or the dense path where it is as fast; false: the untuned defaults.
+  bool tuned = false;
   int device = 0;
   MeasureOptions measure;
 };
@@ -27,7 +30,8 @@ struct BenchRow {
   int tokens = 0, k = 0;
   double measured_k = 0;     // mean active neurons per token seen by the kernel
   double overflow_rate = 0;  // fraction of (token, tile) pairs over capacity
-  std::string sparse_kernels;
+  std::string sparse_kernels;  // "dense fallback" where the tuned search kept the dense path
+  int candidates = 0;          // sparse configurations timed (tuned rows)
   Timing dense, sparse;
   double ratio = 0;          // dense / sparse
   double rel_diff = 0;       // ||sparse - dense|| / ||dense||
