@@ -57,6 +57,12 @@ std::vector<KernelSpec> SparseFfnConfig::kernel_specs() const {
   return s;
 }
 
+std::string SparseFfnConfig::describe() const {
+  std::string n = gemm_gate() ? "cuBLASLt GEMM" : "";
+  for (const auto& s : kernel_specs()) n += (n.empty() ? "" : " + ") + s.kernel_name();
+  return n;
+}
+
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int tokens, const Sparsity& sparsity) {
   return default_sparse_config(layer, arch, BatchBucket{tokens, tokens}, sparsity);
 }

@@ -5,6 +5,7 @@
 
 #include <cuda.h>
 
+#include <string>
 #include <vector>
 
 #include "codegen/kernel_spec.hpp"
@@ -35,6 +36,8 @@ struct SparseFfnConfig {
   bool split_up_down() const { return up_down.family == Family::kDown; }
   // The generated kernels a forward launches, in order.
   std::vector<KernelSpec> kernel_specs() const;
+  // The pipeline for logs: "cuBLASLt GEMM + <kernel> + ..." in launch order.
+  std::string describe() const;
 };
 
 // Rows of the gate GEMM per launch: bounds the workspace its output needs.

@@ -21,87 +21,36 @@ double rel_diff(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) 
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-std::string pipeline_name(const SparseFfnConfig& cfg) {
-  std::string n = cfg.gemm_gate() ? "cuBLASLt GEMM" : "";
-  for (const auto& s : cfg.kernel_specs()) n += (n.empty() ? "" : " + ") + s.kernel_name();
-  return n;
-}
-
-// What one sparse configuration needs to run on the bench's layer and inputs.
-struct SparseRun {
-  const Device& dev;
-  CUstream stream;
-  KernelTable& kernels;
-  FfnDeviceWeights w;
-  CUdeviceptr x;
-  const DeviceBuffer& out;
-  int tokens;
-  const std::vector<uint16_t>& reference;  // the dense output
-};
-
-// Times `cfg`'s full forward (`part`: the gate or up/down alone) after checking its
-// output against the dense one; an error for kernels that spill or disagree.
-Expected<Timing> time_candidate(const SparseRun& r, const SparseFfnConfig& cfg, const MeasureOptions& mo,
-                                int part = 0) {
-  for (const auto& spec : cfg.kernel_specs()) {
-    auto k = r.kernels.get(spec);
-    FFNJIT_TRY(k);
-    if ((*k)->resources.spills()) return internal_error(spec.kernel_name() + " spills");
-  }
-  auto ws = DeviceBuffer::alloc(sparse_workspace_bytes(cfg, r.tokens));
-  FFNJIT_TRY(ws);
-  FFNJIT_TRY(sparse_ffn_forward(r.kernels, cfg, r.w, r.x, r.out.ptr(), r.tokens, ws->ptr(), r.stream));
-  const drv::Api* cu = r.dev.api();
-  FFNJIT_CU(cuStreamSynchronize(r.stream));
-  std::vector<uint16_t> got(r.reference.size());
-  FFNJIT_TRY(r.out.download(got.data(), got.size() * 2));
-  if (!(rel_diff(got, r.reference) <= 1e-2)) return internal_error(pipeline_name(cfg) + " disagrees with dense");
-  return measure_graph(r.dev, r.stream, [&](CUstream s) {
-    if (part == 1) return sparse_ffn_gate(r.kernels, cfg, r.w, r.x, r.tokens, ws->ptr(), s);
-    if (part == 2) return sparse_ffn_up_down(r.kernels, cfg, r.w, r.x, r.out.ptr(), r.tokens, ws->ptr(), s);
-    return sparse_ffn_forward(r.kernels, cfg, r.w, r.x, r.out.ptr(), r.tokens, ws->ptr(), s);
-  }, mo);
-}
-
-// The tuner's search (tuner/tune.cpp) on the bench's layer, per TwELL format: gates
-// timed alone behind the default up/down, up/down variants behind the best gate, then
-// the pair's full forward. Returns the fastest pair and how many configs it timed.
-Expected<std::pair<SparseFfnConfig, int>> tuned_config(const SparseRun& r, const LayerShape& shape, Arch arch,
-                                                       MeasureOptions mo) {
+// `ffnjit tune`'s search (search_sparse) on the bench's layer, each candidate checked
+// against the dense output (`reference`) before it is timed.
+Expected<SparseFfnConfig> tuned_config(const Device& dev, CUstream stream, KernelTable& kernels, const LayerShape& shape,
+                                       Arch arch, const FfnDeviceWeights& w, CUdeviceptr x, const DeviceBuffer& out,
+                                       int tokens, const std::vector<uint16_t>& reference, MeasureOptions mo) {
   mo.samples = std::min(mo.samples, 7);  // screening; the winner is re-timed in full
-  const BatchBucket b{r.tokens, r.tokens};
-  const SparseFfnConfig def = default_sparse_config(shape, arch, b);
-  auto make = [&](const KernelSpec& gate, const KernelSpec& up_down) {
-    SparseFfnConfig c = def;
-    c.gate = gate, c.up_down = up_down;
-    c.up = default_spec(Family::kUp, shape, arch, b, gate.sparsity);
-    return c;
-  };
-  SparseFfnConfig best = def;
-  double best_us = INFINITY;
-  int timed = 0;
-  for (const Sparsity& f : format_candidates(def.gate.sparsity, b, false)) {
-    const auto gates = gate_candidates(shape, arch, b, f);
-    const auto ups = up_down_candidates(shape, arch, b, f);
-    KernelSpec gate = gates[0];
-    double gate_us = INFINITY;
-    for (const auto& g : gates) {
-      auto t = time_candidate(r, make(g, ups[0]), mo, 1);
-      timed += bool(t);
-      if (t && t->median_us < gate_us) gate_us = t->median_us, gate = g;
-    }
-    KernelSpec up_down = ups[0];
-    double up_down_us = INFINITY;
-    for (const auto& u : ups) {
-      auto t = time_candidate(r, make(gate, u), mo, 2);
-      timed += bool(t);
-      if (t && t->median_us < up_down_us) up_down_us = t->median_us, up_down = u;
-    }
-    auto t = time_candidate(r, make(gate, up_down), mo);
-    FFNJIT_TRY(t);
-    if (t->median_us < best_us) best_us = t->median_us, best = make(gate, up_down);
-  }
-  return std::pair{best, timed};
+  const BatchBucket b{tokens, tokens};
+  const auto formats = format_candidates(default_sparse_config(shape, arch, b).gate.sparsity, b, false);
+  const SearchResult found = search_sparse(
+      shape, arch, b, formats, [&](const SparseFfnConfig& cfg, SearchStage stage) -> Expected<Timing> {
+        for (const auto& spec : cfg.kernel_specs()) {
+          auto k = kernels.get(spec);
+          FFNJIT_TRY(k);
+          if ((*k)->resources.spills()) return internal_error(spec.kernel_name() + " spills");
+        }
+        auto ws = DeviceBuffer::alloc(sparse_workspace_bytes(cfg, tokens));
+        FFNJIT_TRY(ws);
+        FFNJIT_TRY(sparse_ffn_forward(kernels, cfg, w, x, out.ptr(), tokens, ws->ptr(), stream));
+        const drv::Api* cu = dev.api();
+        FFNJIT_CU(cuStreamSynchronize(stream));
+        std::vector<uint16_t> got(reference.size());
+        FFNJIT_TRY(out.download(got.data(), got.size() * 2));
+        if (!(rel_diff(got, reference) <= 1e-2)) return internal_error(cfg.describe() + " disagrees with dense");
+        return measure_graph(dev, stream, [&](CUstream s) {
+          return run_stage(kernels, cfg, stage, w, x, out.ptr(), tokens, ws->ptr(), s);
+        }, mo);
+      });
+  if (!std::isfinite(found.best_us))
+    return internal_error("no sparse candidate ran at " + std::to_string(tokens) + " tokens; see the errors above");
+  return found.best;
 }
 
 }  // namespace
@@ -160,12 +109,12 @@ Expected<std::vector<BenchRow>> run_bench(const BenchOptions& o,
         FFNJIT_CU(cuStreamSynchronize(stream));
         std::vector<uint16_t> reference(size_t(m) * o.d_model);
         FFNJIT_TRY(out_dense->download(reference.data(), reference.size() * 2));
-        const SparseRun r{*dev, stream, kernels, sparse_w, x->ptr(), *out_sparse, m, reference};
-        auto t = tuned_config(r, shape, *arch, o.measure);
+        auto t = tuned_config(*dev, stream, kernels, shape, *arch, sparse_w, x->ptr(), *out_sparse, m, reference,
+                              o.measure);
         FFNJIT_TRY(t);
-        cfg = t->first, row.candidates = t->second;
+        cfg = *t;
       }
-      row.sparse_kernels = pipeline_name(cfg);
+      row.sparse_kernels = cfg.describe();
       auto ws_sparse = DeviceBuffer::alloc(sparse_workspace_bytes(cfg, m));
       FFNJIT_TRY(ws_sparse);
       auto run_sparse = [&](CUstream s) {

@@ -31,7 +31,6 @@ struct BenchRow {
   double measured_k = 0;     // mean active neurons per token seen by the kernel
   double overflow_rate = 0;  // fraction of (token, tile) pairs over capacity
   std::string sparse_kernels;  // "dense fallback" where the tuned search kept the dense path
-  int candidates = 0;          // sparse configurations timed (tuned rows)
   Timing dense, sparse;
   double ratio = 0;          // dense / sparse
   double rel_diff = 0;       // ||sparse - dense|| / ||dense||

@@ -2,6 +2,7 @@
 #include "tuner/search.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 namespace ffnjit {
@@ -95,6 +96,55 @@ std::vector<KernelSpec> up_down_candidates(const LayerShape& layer, Arch arch, c
         add_unique(out, seen, s);
       }
   return out;
+}
+
+SparseFfnConfig make_pipeline(const KernelSpec& gate, const KernelSpec& up_down) {
+  SparseFfnConfig cfg;
+  cfg.gate = gate, cfg.up_down = up_down;
+  cfg.up = default_spec(Family::kUp, gate.layer, gate.arch, gate.bucket, gate.sparsity);
+  return cfg;
+}
+
+const char* stage_name(SearchStage s) {
+  switch (s) {
+    case SearchStage::kGate: return "gate";
+    case SearchStage::kUpDown: return "up_down";
+    case SearchStage::kForward: return "forward";
+  }
+  return "?";
+}
+
+Status run_stage(KernelTable& kernels, const SparseFfnConfig& cfg, SearchStage stage, const FfnDeviceWeights& w,
+                 CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (stage == SearchStage::kGate) return sparse_ffn_gate(kernels, cfg, w, x, tokens, workspace, stream);
+  if (stage == SearchStage::kUpDown) return sparse_ffn_up_down(kernels, cfg, w, x, out, tokens, workspace, stream);
+  return sparse_ffn_forward(kernels, cfg, w, x, out, tokens, workspace, stream);
+}
+
+SearchResult search_sparse(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
+                           const std::vector<Sparsity>& formats,
+                           const std::function<Expected<Timing>(const SparseFfnConfig&, SearchStage)>& time) {
+  SearchResult r{default_sparse_config(layer, arch, bucket), INFINITY};
+  for (const auto& f : formats) {
+    const auto gates = gate_candidates(layer, arch, bucket, f);
+    const auto ups = up_down_candidates(layer, arch, bucket, f);
+    KernelSpec best_gate = gates[0];
+    double best_gate_us = INFINITY;
+    for (const auto& g : gates) {
+      auto t = time(make_pipeline(g, ups[0]), SearchStage::kGate);
+      if (t && t->median_us < best_gate_us) best_gate_us = t->median_us, best_gate = g;
+    }
+    KernelSpec best_ud = ups[0];
+    double best_ud_us = INFINITY;
+    for (const auto& u : ups) {
+      auto t = time(make_pipeline(best_gate, u), SearchStage::kUpDown);
+      if (t && t->median_us < best_ud_us) best_ud_us = t->median_us, best_ud = u;
+    }
+    const SparseFfnConfig cfg = make_pipeline(best_gate, best_ud);
+    auto t = time(cfg, SearchStage::kForward);
+    if (t && t->median_us < r.best_us) r.best_us = t->median_us, r.best = cfg;
+  }
+  return r;
 }
 
 }  // namespace ffnjit

@@ -171,13 +171,6 @@ Status load(KernelTable& table, CompilePool& pool, const KernelSpec& spec, cache
   return {};
 }
 
-SparseFfnConfig make_cfg(const KernelSpec& gate, const KernelSpec& up_down) {
-  SparseFfnConfig cfg;
-  cfg.gate = gate, cfg.up_down = up_down;
-  cfg.up = default_spec(Family::kUp, gate.layer, gate.arch, gate.bucket, gate.sparsity);
-  return cfg;
-}
-
 Expected<EntryOutcome> tune_entry(Bench& b, CompilePool& pool, cache::Cache& cache, const PlanEntry& e, Arch arch,
                                   bool from_profile, DenseFfn& dense, const MeasureOptions& mo) {
   EntryOutcome r;
@@ -194,7 +187,7 @@ Expected<EntryOutcome> tune_entry(Bench& b, CompilePool& pool, cache::Cache& cac
   for (const auto& f : formats) {
     for (const auto& s : gate_candidates(e.layer, arch, e.bucket, f)) pool.submit(s);
     for (const auto& s : up_down_candidates(e.layer, arch, e.bucket, f))
-      for (const auto& k : make_cfg(gate_candidates(e.layer, arch, e.bucket, f)[0], s).kernel_specs()) pool.submit(k);
+      for (const auto& k : make_pipeline(gate_candidates(e.layer, arch, e.bucket, f)[0], s).kernel_specs()) pool.submit(k);
   }
   // Dense baseline, checked like any candidate.
   FFNJIT_TRY(ensure_workspace(b, dense.workspace_bytes(b.tokens)));
@@ -212,54 +205,25 @@ Expected<EntryOutcome> tune_entry(Bench& b, CompilePool& pool, cache::Cache& cac
   dense_choice.strategy = Choice::Strategy::kDense;
   record("dense", dense_choice, td);
 
-  double best_us = INFINITY;
-  Choice best;
-  for (const auto& f : formats) {
-    const auto gates = gate_candidates(e.layer, arch, e.bucket, f);
-    const auto ups = up_down_candidates(e.layer, arch, e.bucket, f);
-    auto try_cfg = [&](const SparseFfnConfig& cfg, const std::string& stage,
-                       const std::function<Status(CUstream)>& timed) -> Expected<Timing> {
-      Choice c{Choice::Strategy::kSparse, cfg};
-      Expected<Timing> t = [&]() -> Expected<Timing> {
-        for (const auto& k : cfg.kernel_specs()) FFNJIT_TRY(load(*b.kernels, pool, k, cache));
-        FFNJIT_TRY(check_sparse(b, cfg));  // a candidate counts only once it is correct
-        return measure_graph(*b.dev, b.stream, timed, mo);
-      }();
-      record(stage, c, t);
-      return t;
-    };
-    // Gates with the default up/down, timed alone; then up/down variants behind the best gate.
-    KernelSpec best_gate = gates[0];
-    double best_gate_us = INFINITY;
-    for (const auto& g : gates) {
-      const SparseFfnConfig cfg = make_cfg(g, ups[0]);
-      auto t = try_cfg(cfg, "gate", [&](CUstream s) {
-        return sparse_ffn_gate(*b.kernels, cfg, b.w->sparse(), b.x.ptr(), b.tokens, b.ws.ptr(), s);
+  const SearchResult found = search_sparse(
+      e.layer, arch, e.bucket, formats, [&](const SparseFfnConfig& cfg, SearchStage stage) -> Expected<Timing> {
+        Expected<Timing> t = [&]() -> Expected<Timing> {
+          for (const auto& k : cfg.kernel_specs()) FFNJIT_TRY(load(*b.kernels, pool, k, cache));
+          FFNJIT_TRY(check_sparse(b, cfg));  // a candidate counts only once it is correct
+          return measure_graph(*b.dev, b.stream, [&](CUstream s) {
+            return run_stage(*b.kernels, cfg, stage, b.w->sparse(), b.x.ptr(), b.out.ptr(), b.tokens, b.ws.ptr(), s);
+          }, mo);
+        }();
+        record(stage_name(stage), Choice{Choice::Strategy::kSparse, cfg}, t);
+        return t;
       });
-      if (t && t->median_us < best_gate_us) best_gate_us = t->median_us, best_gate = g;
-    }
-    KernelSpec best_ud = ups[0];
-    double best_ud_us = INFINITY;
-    for (const auto& u : ups) {
-      const SparseFfnConfig cfg = make_cfg(best_gate, u);
-      auto t = try_cfg(cfg, "up_down", [&](CUstream s) {
-        return sparse_ffn_up_down(*b.kernels, cfg, b.w->sparse(), b.x.ptr(), b.out.ptr(), b.tokens, b.ws.ptr(), s);
-      });
-      if (t && t->median_us < best_ud_us) best_ud_us = t->median_us, best_ud = u;
-    }
-    const SparseFfnConfig cfg = make_cfg(best_gate, best_ud);
-    auto t = try_cfg(cfg, "forward", [&](CUstream s) {
-      return sparse_ffn_forward(*b.kernels, cfg, b.w->sparse(), b.x.ptr(), b.out.ptr(), b.tokens, b.ws.ptr(), s);
-    });
-    if (t && t->median_us < best_us) best_us = t->median_us, best = Choice{Choice::Strategy::kSparse, cfg};
-  }
   // Never slower than dense: the dense fallback wins ties and losses.
-  if (!(best_us < r.dense_us)) {
+  if (!(found.best_us < r.dense_us)) {
     r.winner = dense_choice;
     r.winner_us = r.dense_us;
   } else {
-    r.winner = best;
-    r.winner_us = best_us;
+    r.winner = Choice{Choice::Strategy::kSparse, found.best};
+    r.winner_us = found.best_us;
   }
   return r;
 }

@@ -24,7 +24,6 @@ template <int D_MODEL, int D_FF, int TILE_N, int CAP, int BM, int THREADS, int U
 struct GateGemvConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kTileN = TILE_N, kCap = CAP, kBM = BM;
   static constexpr int kThreads = THREADS, kWarps = THREADS / 32, kUnroll = UNROLL;
-  static constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
   static constexpr int kRowGroups = TILE_N / 16;           // 16 neurons per warp
   static constexpr int kKSplit = kWarps / kRowGroups;      // warps along d_model
   static constexpr int kChunks = (D_MODEL + 31) / 32;      // 32-wide k chunks

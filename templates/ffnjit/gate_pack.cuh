@@ -13,7 +13,6 @@ struct GatePackConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kBN = TILE_N, kCap = CAP, kBM = BM, kBK = BK;
   static constexpr int kWarpsM = WARPS_M, kWarpsN = WARPS_N, kStages = STAGES;
   static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
-  static constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
   static constexpr int kChunks = BK / 8;  // 16-byte chunks per smem row
   static constexpr int kWTM = BM / WARPS_M, kWTN = TILE_N / WARPS_N;
   static constexpr int kMI = kWTM / 16, kNI = kWTN / 8;

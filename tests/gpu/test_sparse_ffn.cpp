@@ -75,12 +75,6 @@ std::vector<SparseFfnConfig> pipelines(const Shape& s, Arch arch, int tokens, co
   return out;
 }
 
-std::string pipeline_name(const SparseFfnConfig& cfg) {
-  std::string n;
-  for (const auto& s : cfg.kernel_specs()) n += (n.empty() ? "" : " + ") + s.kernel_name();
-  return n;
-}
-
 }  // namespace
 
 TEST_CASE("gpu: every token count on the SparseLM-1.5B shape at 0.5% activity") {
@@ -191,7 +185,7 @@ TEST_CASE("gpu: tile shapes, capacities and splits the tuner can pick") {
           cfg.gate.tile.bm = bm, cfg.gate.tile.threads = threads, cfg.gate.tile.stages = unroll;
           if (!cfg.validate()) continue;
           CaseResult r = run_sparse_case(*g, L, cfg, x, m);
-          INFO(pipeline_name(cfg) << ": " << r.describe());
+          INFO(cfg.describe() << ": " << r.describe());
           CHECK(r.ok());
         }
   // The GEMM gate's packer and the split up/down at every TwELL format.
@@ -203,7 +197,7 @@ TEST_CASE("gpu: tile shapes, capacities and splits the tuner can pick") {
       cfg.up_down = default_spec(Family::kDown, shape, g->arch, {m, m}, sp);
       REQUIRE(cfg.validate());
       CaseResult r = run_sparse_case(*g, L, cfg, x, m);
-      INFO(pipeline_name(cfg) << ": " << r.describe());
+      INFO(cfg.describe() << ": " << r.describe());
       CHECK(r.ok());
     }
 }
@@ -220,7 +214,7 @@ TEST_CASE("gpu: every gate and up/down pipeline with overflow at awkward sizes")
         DeviceLayer& L = layer_for(*g, s, 0.005);
         auto x = synth::make_inputs(m, s.d_model, 1234 + m, heavy);
         CaseResult r = run_sparse_case(*g, L, cfg, x, m);
-        INFO(s.d_model << "x" << s.d_ff << " tokens=" << m << " " << pipeline_name(cfg) << ": " << r.describe());
+        INFO(s.d_model << "x" << s.d_ff << " tokens=" << m << " " << cfg.describe() << ": " << r.describe());
         CHECK(r.ok());
       }
   // Large: several GEMM-gate chunks (kGateGemmRows) and every pipeline at 8192.
@@ -230,7 +224,7 @@ TEST_CASE("gpu: every gate and up/down pipeline with overflow at awkward sizes")
       DeviceLayer& L = layer_for(*g, kMain, 0.005);
       auto x = synth::make_inputs(m, kMain.d_model, 99 + m);
       CaseResult r = run_sparse_case(*g, L, cfg, x, m, {0, kGateGemmRows - 1, kGateGemmRows, m - 1});
-      INFO("tokens=" << m << " " << pipeline_name(cfg) << ": " << r.describe());
+      INFO("tokens=" << m << " " << cfg.describe() << ": " << r.describe());
       CHECK(r.ok());
     }
 }
@@ -261,7 +255,7 @@ TEST_CASE("gpu sanitize: representative kernels", "[sanitize]") {
       for (const auto& cfg : pipelines(s, g->arch, m)) {
         DeviceLayer& L = layer_for(*g, s, 0.01);
         CaseResult r = run_sparse_case(*g, L, cfg, synth::make_inputs(m, s.d_model, 5 + m, heavy), m);
-        INFO(pipeline_name(cfg) << ": " << r.describe());
+        INFO(cfg.describe() << ": " << r.describe());
         CHECK(r.ok());
       }
     }
