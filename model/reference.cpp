@@ -26,11 +26,28 @@ void forward_token(const FfnWeights& w, const uint16_t* x_row, double* out) {
     if (r == 0.0 && finite) continue;  // inactive neuron contributes exactly 0
     h[j] = w.gated ? r * dot_bf16(x_row, w.wu + size_t(j) * w.d_model, w.d_model) : r;
   }
-  for (int d = 0; d < w.d_model; ++d) out[d] = 0;
-  for (int j = 0; j < w.d_ff; ++j) {
-    if (h[j] == 0.0 && finite) continue;
-    for (int d = 0; d < w.d_model; ++d) out[d] += h[j] * double(bf16_to_float(w.wd[size_t(d) * w.d_ff + j]));
+  // Row d of Wd is contiguous in j: walk it over the contributing neurons only.
+  std::vector<int> used;
+  for (int j = 0; j < w.d_ff; ++j)
+    if (h[j] != 0.0 || !finite) used.push_back(j);
+  for (int d = 0; d < w.d_model; ++d) {
+    const uint16_t* wd_row = w.wd + size_t(d) * w.d_ff;
+    double s = 0;
+    for (int j : used) s += h[j] * double(bf16_to_float(wd_row[j]));
+    out[d] = s;
   }
+}
+
+// fn(i) for i in [0, n) on all host cores.
+template <class Fn>
+void parallel_for(int n, Fn fn) {
+  const int workers = std::max(1, std::min<int>(n, int(std::thread::hardware_concurrency())));
+  std::vector<std::thread> pool;
+  for (int t = 0; t < workers; ++t)
+    pool.emplace_back([&, t] {
+      for (int i = t; i < n; i += workers) fn(i);
+    });
+  for (auto& th : pool) th.join();
 }
 
 }  // namespace
@@ -40,16 +57,14 @@ void gate_row(const FfnWeights& w, const uint16_t* x_row, double* g) {
   for (int j = 0; j < w.d_ff; ++j) g[j] = dot_bf16(x_row, wg + size_t(j) * w.d_model, w.d_model);
 }
 
+void gate_rows(const FfnWeights& w, const uint16_t* x, const std::vector<int>& tokens, double* g) {
+  parallel_for(int(tokens.size()),
+               [&](int i) { gate_row(w, x + size_t(tokens[i]) * w.d_model, g + size_t(i) * w.d_ff); });
+}
+
 void ffn_forward(const FfnWeights& w, const uint16_t* x, const std::vector<int>& tokens, double* out) {
-  const int n = int(tokens.size());
-  const int workers = std::max(1, std::min<int>(n, int(std::thread::hardware_concurrency())));
-  std::vector<std::thread> pool;
-  for (int t = 0; t < workers; ++t)
-    pool.emplace_back([&, t] {
-      for (int i = t; i < n; i += workers)
-        forward_token(w, x + size_t(tokens[i]) * w.d_model, out + size_t(i) * w.d_model);
-    });
-  for (auto& th : pool) th.join();
+  parallel_for(int(tokens.size()),
+               [&](int i) { forward_token(w, x + size_t(tokens[i]) * w.d_model, out + size_t(i) * w.d_model); });
 }
 
 Twell twell_pack(const float* gate, int tokens, int d_ff, int tile_n, int capacity) {

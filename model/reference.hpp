@@ -19,6 +19,8 @@ struct FfnWeights {
 
 // Gate pre-activations (x . Wg^T, or x . Wu^T when non-gated) of one token, fp64.
 void gate_row(const FfnWeights& w, const uint16_t* x_row, double* g /*[d_ff]*/);
+// gate_row for the listed tokens (rows of x) on all host cores; g is [tokens.size()][d_ff].
+void gate_rows(const FfnWeights& w, const uint16_t* x, const std::vector<int>& tokens, double* g);
 
 // out = (relu(x Wg^T) * (x Wu^T)) Wd^T, or relu(x Wu^T) Wd^T, in fp64 from bf16
 // inputs, for the listed tokens (rows of x). A token with a non-finite input is

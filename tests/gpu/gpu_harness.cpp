@@ -34,12 +34,26 @@ ref::FfnWeights ref_weights(const synth::Layer& L) {
   return {L.gated ? L.wg.data() : nullptr, L.wu.data(), L.wd.data(), L.d_model, L.d_ff, L.gated};
 }
 
-void compare(const synth::Layer& L, const std::vector<uint16_t>& x, const std::vector<uint16_t>& out, int tokens,
+// The fp64 reference outputs and gates of the checked tokens, computed once per layer
+// and input: the pipeline sweeps run many configs on the same x.
+const RefMemo& reference(const DeviceLayer& layer, const std::vector<uint16_t>& x, const std::vector<int>& check) {
+  RefMemo& m = layer.memo;
+  if (m.x != x || m.check != check) {
+    const synth::Layer& L = layer.host;
+    m.x = x, m.check = check;
+    m.out.assign(check.size() * L.d_model, 0.0);
+    m.gates.assign(check.size() * L.d_ff, 0.0);
+    ref::ffn_forward(ref_weights(L), x.data(), check, m.out.data());
+    ref::gate_rows(ref_weights(L), x.data(), check, m.gates.data());
+  }
+  return m;
+}
+
+void compare(const DeviceLayer& layer, const std::vector<uint16_t>& x, const std::vector<uint16_t>& out, int tokens,
              const std::vector<int>& check, CaseResult& r) {
-  const int dm = L.d_model;
+  const int dm = layer.host.d_model;
   for (size_t i = 0; i < size_t(tokens) * dm; ++i) r.unwritten += out[i] == kPoison;
-  std::vector<double> ref(check.size() * dm);
-  ref::ffn_forward(ref_weights(L), x.data(), check, ref.data());
+  const std::vector<double>& ref = reference(layer, x, check).out;
   double num = 0, den = 0;
   for (size_t i = 0; i < check.size(); ++i) {
     double tn = 0, td = 0;
@@ -67,19 +81,21 @@ void compare(const synth::Layer& L, const std::vector<uint16_t>& x, const std::v
 
 // The TwELL of each checked token must hold, per tile, the neurons whose fp64 gate is
 // clearly positive (and possibly ones within rounding of 0), in increasing order.
-std::string check_twell(const synth::Layer& L, const SparseFfnConfig& cfg, const std::vector<uint16_t>& x,
+std::string check_twell(const DeviceLayer& layer, const SparseFfnConfig& cfg, const std::vector<uint16_t>& x,
                         const std::vector<uint32_t>& counts, const std::vector<uint32_t>& entries,
                         const std::vector<int>& check) {
+  const synth::Layer& L = layer.host;
   const int nt = cfg.gate.n_tiles(), tn = cfg.gate.sparsity.tile_n, cap = cfg.gate.sparsity.capacity;
-  std::vector<double> g(L.d_ff);
-  for (int m : check) {
+  const std::vector<double>& gates = reference(layer, x, check).gates;
+  for (size_t ci = 0; ci < check.size(); ++ci) {
+    const int m = check[ci];
     const uint16_t* row = x.data() + size_t(m) * L.d_model;
     bool finite = true;
     for (int k = 0; k < L.d_model; ++k) finite &= std::isfinite(bf16_to_float(row[k]));
     if (!finite) continue;
-    ref::gate_row(ref_weights(L), row, g.data());
+    const double* g = gates.data() + ci * L.d_ff;
     double scale = 0;
-    for (double v : g) scale = std::max(scale, std::fabs(v));
+    for (int j = 0; j < L.d_ff; ++j) scale = std::max(scale, std::fabs(g[j]));
     const double eps = 1e-2 * scale + 1e-6;
     // After an up kernel the entries hold h = g * (x . Wu[j]) instead of g, except in
     // tiles over capacity (the down kernel recomputes those from the weights).
@@ -211,13 +227,13 @@ CaseResult run_sparse_case(Gpu& g, const DeviceLayer& layer, const SparseFfnConf
   CASE_TRY(dout->download(out.data(), out.size() * 2));
   CASE_TRY(ws->download(&r.overflow, 4, overflow_counter_offset(cfg, tokens)));
   const auto check = sample_tokens(tokens, must_check);
-  compare(layer.host, x, out, tokens, check, r);
+  compare(layer, x, out, tokens, check, r);
   const size_t nt = size_t(cfg.gate.n_tiles());
   std::vector<uint32_t> counts(size_t(tokens) * nt), entries(size_t(tokens) * nt * cfg.gate.sparsity.capacity);
   CASE_TRY(ws->download(counts.data(), counts.size() * 4, 0));
   const size_t entries_offset = (counts.size() * 4 + 255) & ~size_t(255);
   CASE_TRY(ws->download(entries.data(), entries.size() * 4, entries_offset));
-  r.twell_problem = check_twell(layer.host, cfg, x, counts, entries, check);
+  r.twell_problem = check_twell(layer, cfg, x, counts, entries, check);
   if (out_copy) *out_copy = std::move(out);
   return r;
 }
@@ -243,7 +259,7 @@ CaseResult run_dense_case(Gpu& g, const DeviceLayer& layer, const std::vector<ui
   }
   std::vector<uint16_t> out(size_t(tokens) * dm);
   CASE_TRY(dout->download(out.data(), out.size() * 2));
-  compare(layer.host, x, out, tokens, sample_tokens(tokens, {}), r);
+  compare(layer, x, out, tokens, sample_tokens(tokens, {}), r);
   return r;
 }
 

@@ -27,10 +27,18 @@ struct Gpu {
 // The process's GPU, or nullptr with `why` set (tests then print [SKIP] why).
 Gpu* gpu(std::string* why);
 
+// The fp64 reference of the last input a layer was checked on (gpu_harness.cpp).
+struct RefMemo {
+  std::vector<uint16_t> x;
+  std::vector<int> check;
+  std::vector<double> out, gates;  // [check][d_model], [check][d_ff]
+};
+
 // A synthetic layer on the device, with WdT prepared as registration would.
 struct DeviceLayer {
   synth::Layer host;
   DeviceWeights device;
+  mutable RefMemo memo;
   FfnDeviceWeights weights() const { return device.sparse(); }
   DenseDeviceWeights dense_weights() const { return device.dense(); }
 };
