@@ -159,6 +159,11 @@ int KernelSpec::block_threads() const {
   return tile.threads;
 }
 
+int KernelSpec::cluster_size() const {
+  if (family == Family::kUpDown && arch == Arch::kSm90a && tile.splits > 1 && tile.splits <= 8) return tile.splits;
+  return 1;
+}
+
 int KernelSpec::dynamic_smem_bytes() const {
   if (family == Family::kGatePack) {
     int pipeline = tile.stages * (tile.bm + sparsity.tile_n) * tile.bk * 2;
@@ -174,7 +179,8 @@ int KernelSpec::dynamic_smem_bytes() const {
     return layer.d_model * 2                                // x row, bf16
            + tiles_per_split * sparsity.capacity * 8       // (h, neuron) list
            + sparsity.tile_n * 4                           // overflow tile's h
-           + (tiles_per_split + 2) * 4 + 16;               // list offsets, overflow flag
+           + (tiles_per_split + 2) * 4 + 16                // list offsets, overflow flag
+           + (cluster_size() > 1 ? layer.d_model * 4 : 0);  // the split's fp32 partial (cluster)
   }
   return 0;
 }

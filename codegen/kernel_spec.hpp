@@ -87,6 +87,10 @@ struct KernelSpec {
   int block_threads() const;
   int dynamic_smem_bytes() const;
   int n_tiles() const { return (layer.d_ff + sparsity.tile_n - 1) / sparsity.tile_n; }
+  // CTAs per thread-block cluster (1: no cluster): the fused up_down's splits of a token's
+  // tiles when they fit one cluster (sm_90a, <= 8), which then reduce through
+  // distributed shared memory instead of global tickets.
+  int cluster_size() const;
 };
 
 // The default spec for a family and problem: the heuristic config the runtime

@@ -34,6 +34,8 @@ TemplateValues values_for(const KernelSpec& s) {
     case Family::kDown:
       v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},
                 {"GATED", s.layer.gated ? "true" : "false"}, {"SPLITS", i(s.tile.splits)},
+                {"CLUSTER", s.cluster_size() > 1 ? "true" : "false"},
+                {"CLUSTER_DIMS", s.cluster_size() > 1 ? "__cluster_dims__(1, " + i(s.cluster_size()) + ", 1) " : ""},
                 {"MODE", s.family == Family::kUp     ? "kModeUp"
                          : s.family == Family::kDown ? "kModeDown"
                                                      : "kModeFused"}});

@@ -133,7 +133,15 @@ Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const 
                         reinterpret_cast<u32*>(overflow), reinterpret_cast<u32*>(workspace + l.tickets) + r0};
   };
   if (!cfg.gemm_gate()) {
-    GatePackParams gp{reinterpret_cast<const u16*>(x), reinterpret_cast<const u16*>(gate_w), twell(0), tokens};
+    // Decode: gate_gemv prefetches the active neurons' up and down rows into L2 (a few
+    // tokens' rows fit there; at more tokens the gathers are bandwidth-, not latency-bound).
+    const bool prefetch = cfg.gate.family == Family::kGateGemv && tokens <= kPrefetchRowsTokens;
+    GatePackParams gp{reinterpret_cast<const u16*>(x),
+                      reinterpret_cast<const u16*>(gate_w),
+                      twell(0),
+                      tokens,
+                      reinterpret_cast<const u16*>(prefetch && w.layer.gated ? w.w_up : 0),
+                      reinterpret_cast<const u16*>(prefetch ? w.w_down_t : 0)};
     return launch(*k.gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream);
   }
   if (!k.gemms) return internal_error("GEMM gate without resolved cuBLASLt plans");

@@ -112,6 +112,47 @@ __device__ __forceinline__ void grid_dependency_wait() {
 #endif
 }
 
+// Moves a weight line towards L2 ahead of its load, with the evict_last policy of
+// ld_vec8_weight.
+__device__ __forceinline__ void prefetch_l2_weight(const void* p) {
+  asm volatile("prefetch.global.L2::evict_last [%0];\n" ::"l"(p));
+}
+
+// Thread-block clusters (sm_90): the CTA's rank in its cluster, the cluster-wide
+// barrier in two halves (arrive with release, wait with acquire: shared-memory
+// writes before arrive are visible to peers after wait), and a 16-byte load from a
+// peer CTA's shared memory (distributed shared memory). Only kernels launched with
+// clusters call them; before sm_90 they compile to nothing.
+__device__ __forceinline__ u32 cluster_rank() {
+  u32 r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+#endif
+  return r;
+}
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ float4 ld_peer_f32x4(const float* local, u32 rank) {
+  float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  u32 peer;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(peer) : "r"(smem_addr(local)), "r"(rank));
+  asm volatile("ld.shared::cluster.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(peer)
+               : "memory");
+#endif
+  return v;
+}
+
 __device__ __forceinline__ float dot8(const Vec8& a, const Vec8& b, float acc) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {

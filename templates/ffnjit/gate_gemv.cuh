@@ -110,7 +110,18 @@ __device__ void gate_gemv(const GatePackParams& p) {
     sC[(i / C::kTileN) * C::kEpiStride + i % C::kTileN] = f32_to_bf16(s);
   }
   __syncthreads();
-  pack_gate_tile<C::kTileN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, tile, p.tw, p.tokens);
+  // Every stored neuron's Wu and WdT rows start towards L2 now (fire and forget), so
+  // the up/down kernel behind finds them there instead of waiting on DRAM.
+  const auto prefetch_rows = [&](int j) {
+    constexpr int kLines = C::kModel * 2 / 128;  // 128-byte lines per row
+    if (!p.prefetch_down_t) return;
+    for (int l = 0; l < kLines; ++l) {
+      prefetch_l2_weight(p.prefetch_down_t + i64(j) * C::kModel + l * 64);
+      if (p.prefetch_up) prefetch_l2_weight(p.prefetch_up + i64(j) * C::kModel + l * 64);
+    }
+  };
+  pack_gate_tile<C::kTileN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, tile, p.tw, p.tokens,
+                                                                         prefetch_rows);
 }
 
 }  // namespace ffnjit

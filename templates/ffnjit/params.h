@@ -23,6 +23,10 @@ struct GatePackParams {
   const u16* w;  // [d_ff][d_model], bf16: Wg (gated) or Wu (non-gated)
   TwellBuffers tw;
   int tokens;
+  // gate_gemv: rows of every stored neuron to prefetch into L2 for the up/down kernel
+  // behind it: Wu (gated layers) and WdT, [d_ff][d_model]. Null: no prefetch.
+  const u16* prefetch_up;
+  const u16* prefetch_down_t;
 };
 
 // Shared by the up_down, up and down kernels (templates/ffnjit/up_down.cuh).

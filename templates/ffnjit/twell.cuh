@@ -28,11 +28,18 @@ __device__ __forceinline__ void load_bf16s(u16 (&v)[V], const u16* p) {
   for (int i = 0; i < V; ++i) v[i] = h[i];
 }
 
+// Callback of the packers for each stored entry (its neuron's index in d_ff): none.
+struct NoStoredHook {
+  __device__ void operator()(int) const {}
+};
+
 // One warp packs one (token, tile) from its bf16 gate values vals[0, TILE_N)
 // (neurons n0 ..): ReLU, entries in neuron order up to CAP, and returns the count of
-// active neurons (which may exceed CAP). Each lane takes V neighbours per step.
-template <int TILE_N, int CAP, int V>
-__device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff, u32* entries, int lane) {
+// active neurons (which may exceed CAP). Each lane takes V neighbours per step and
+// calls stored(neuron) for each entry it writes.
+template <int TILE_N, int CAP, int V, class Stored = NoStoredHook>
+__device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff, u32* entries, int lane,
+                                              Stored stored = {}) {
   static_assert(TILE_N % (32 * V) == 0, "a warp step must divide the tile");
   u32 count = 0;
 #pragma unroll
@@ -57,7 +64,7 @@ __device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff,
 #pragma unroll
     for (int i = 0; i < V; ++i)
       if (bits >> i & 1u) {
-        if (pos < u32(CAP)) entries[pos] = twell_entry(v[i], u32(c + i));
+        if (pos < u32(CAP)) entries[pos] = twell_entry(v[i], u32(c + i)), stored(n0 + c + i);
         ++pos;
       }
     count += u32(__shfl_sync(0xffffffffu, incl, 31));
@@ -68,10 +75,10 @@ __device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff,
 // Epilogue of the gate kernels: the CTA's bf16 gate tile sC[rows][STRIDE] (row r is
 // token m0 + r; neurons tile * TILE_N ..) becomes TwELL, one warp per token, in
 // neuron order (deterministic). Counts overflowed pairs and, in tile 0, zeroes the
-// token's split up_down ticket.
-template <int TILE_N, int CAP, int D_FF, int STRIDE, int THREADS>
+// token's split up_down ticket. stored(neuron) runs for each entry written.
+template <int TILE_N, int CAP, int D_FF, int STRIDE, int THREADS, class Stored = NoStoredHook>
 __device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, int tile, const TwellBuffers& tw,
-                                               int tokens) {
+                                               int tokens, Stored stored = {}) {
   constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   u32 overflowed = 0;
@@ -79,7 +86,8 @@ __device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, 
     const int m = m0 + r;
     if (m >= tokens) break;
     const i64 slot = i64(m) * kTiles + tile;
-    const u32 count = pack_tile_warp<TILE_N, CAP, 1>(sC + r * STRIDE, tile * TILE_N, D_FF, tw.entries + slot * CAP, lane);
+    const u32 count = pack_tile_warp<TILE_N, CAP, 1>(sC + r * STRIDE, tile * TILE_N, D_FF, tw.entries + slot * CAP, lane,
+                                                      stored);
     if (lane == 0) {
       tw.counts[slot] = count;
       overflowed += count > u32(CAP);

@@ -3,7 +3,9 @@
 // capacity is recomputed exactly from the weights (the backup path), so overflow
 // never loses a neuron. Three modes share the pieces below (docs/kernels.md):
 //  - fused (up_down): one token per CTA, or per split of its tiles; h stays in shared
-//    memory; the last split CTA of a token sums the fp32 partials in split order;
+//    memory; the split CTAs of a token sum their fp32 partials in split order, through
+//    distributed shared memory when they form a cluster (CLUSTER, sm_90a), else the
+//    last CTA to arrive (a ticket per token) reads them from global memory;
 //  - up: h for the stored entries, written back over the gate values in the TwELL;
 //  - down: out from the TwELL's h, the output columns split over CTAs, so the
 //    working set of each wave is a slice of WdT (L2-resident at large token counts).
@@ -16,10 +18,10 @@ namespace ffnjit {
 
 enum UpDownMode { kModeFused = 0, kModeUp = 1, kModeDown = 2 };
 
-template <int D_MODEL, int D_FF, int TILE_N, int CAP, bool GATED, int THREADS, int SPLITS, int MODE>
+template <int D_MODEL, int D_FF, int TILE_N, int CAP, bool GATED, int THREADS, int SPLITS, int MODE, bool CLUSTER>
 struct UpDownConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kTileN = TILE_N, kCap = CAP;
-  static constexpr bool kGated = GATED;
+  static constexpr bool kGated = GATED, kCluster = CLUSTER;
   static constexpr int kThreads = THREADS, kSplits = SPLITS, kWarps = THREADS / 32, kMode = MODE;
   static constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
   // fused and up split a token's tiles over SPLITS CTAs; down splits its columns.
@@ -30,6 +32,10 @@ struct UpDownConfig {
   static constexpr int kVecsPerThread = (kSliceVecs + THREADS - 1) / THREADS;
   static constexpr int kListCap = kTilesPerSplit * CAP;
   static_assert(!kColumnSplit || kVecs % SPLITS == 0, "down splits must divide d_model / 8");
+  static_assert(!CLUSTER || (MODE == kModeFused && SPLITS > 1 && SPLITS <= 8), "a cluster holds a token's splits");
+  // Weight rows in flight per thread in the down accumulation: 8 when a thread owns one
+  // 8-column vector (decode: a few long dependent chains), else 4 (registers).
+  static constexpr int kDownRows = kVecsPerThread == 1 ? 8 : 4;
 };
 
 // x . w[row] for one warp, x in shared memory; every lane gets the sum. U loads in
@@ -89,16 +95,33 @@ struct UpDownSmem {
   __device__ static float* tile() { return reinterpret_cast<float*>(idx() + C::kListCap); }
   // [tiles per split + 2] list offsets, then the overflow flag
   __device__ static int* off() { return reinterpret_cast<int*>(tile() + C::kTileN); }
+  // [d_model] fp32: the split's partial, read by its cluster (16-byte aligned)
+  __device__ static float* partial() {
+    const u32 end = u32(reinterpret_cast<unsigned char*>(off() + C::kTilesPerSplit + 2) - base());
+    return reinterpret_cast<float*>(base() + ((end + 15) & ~15u));
+  }
 };
 
 // The token's stored entries of tiles [t_begin, t_begin + n) as a list (h, idx),
 // tiles over capacity left to the backup path. Returns the list length; sets
-// off()[n + 1] when a tile overflowed.
+// off()[n + 1] when a tile overflowed. When every entry slot of the range fits in two
+// per thread (decode splits), the slots are loaded before the counts are known, so
+// the two reads overlap; slots beyond a tile's count hold stale words and are dropped.
 template <class C>
 __device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int t_begin, int n) {
   using S = UpDownSmem<C>;
+  constexpr int kSpec = (C::kListCap + C::kThreads - 1) / C::kThreads;
+  constexpr bool kSpeculate = kSpec <= 2;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const u32* counts = p.counts + i64(m) * C::kTiles;
+  const u32* slots = p.entries + (i64(m) * C::kTiles + t_begin) * C::kCap;  // n * kCap words
+  u32 spec[kSpeculate ? kSpec : 1];
+  if (kSpeculate)
+#pragma unroll
+    for (int q = 0; q < kSpec; ++q) {
+      const int i = threadIdx.x + q * C::kThreads;
+      spec[q] = i < n * C::kCap ? slots[i] : 0u;
+    }
   if (warp == 0) {
     int running = 0;
     bool over = false;
@@ -123,13 +146,24 @@ __device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int 
     if (lane == 0) S::off()[n] = running, S::off()[n + 1] = over;
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < n * C::kCap; i += C::kThreads) {
+  const auto place = [&](int i, u32 entry) {
     const int t = i / C::kCap, e = i % C::kCap;
     if (e < S::off()[t + 1] - S::off()[t]) {
-      const u32 o = u32(t_begin + t) * C::kCap + e;
-      const u32 entry = p.entries[i64(m) * C::kTiles * C::kCap + o];
       S::h()[S::off()[t] + e] = twell_value(entry);
-      S::idx()[S::off()[t] + e] = C::kMode == kModeUp ? o : u32(t_begin + t) * C::kTileN + twell_index(entry);
+      S::idx()[S::off()[t] + e] =
+          C::kMode == kModeUp ? u32(t_begin + t) * C::kCap + e : u32(t_begin + t) * C::kTileN + twell_index(entry);
+    }
+  };
+  if (kSpeculate) {
+#pragma unroll
+    for (int q = 0; q < kSpec; ++q) {
+      const int i = threadIdx.x + q * C::kThreads;
+      if (i < n * C::kCap) place(i, spec[q]);
+    }
+  } else {
+    for (int i = threadIdx.x; i < n * C::kCap; i += C::kThreads) {
+      const int t = i / C::kCap, e = i % C::kCap;
+      if (e < S::off()[t + 1] - S::off()[t]) place(i, slots[i]);
     }
   }
   __syncthreads();
@@ -163,11 +197,12 @@ __device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C:
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc[v][i] = 0.0f;
 
-  // Four rows per step keeps four 16-byte loads in flight per thread.
+  // kDownRows rows per step keeps that many 16-byte loads in flight per thread.
+  constexpr int R = C::kDownRows;
   int i = 0;
 #pragma unroll 1
-  for (; i + 4 <= total; i += 4)
-    accumulate_rows<C, 4>(acc, p.w_down_t, vec0, [&](int r) { return S::idx()[i + r]; },
+  for (; i + R <= total; i += R)
+    accumulate_rows<C, R>(acc, p.w_down_t, vec0, [&](int r) { return S::idx()[i + r]; },
                           [&](int r) { return S::h()[i + r]; });
 #pragma unroll 1
   for (; i < total; ++i)
@@ -237,6 +272,38 @@ __device__ __forceinline__ void reduce_splits(const UpDownParams& p, const float
   if (threadIdx.x == 0) p.tickets[m] = 0;  // ready for the next forward
 }
 
+// Cluster fused launch (the token's splits are one cluster): each CTA publishes its
+// fp32 partial in shared memory; CTA r sums slice r of the columns over the cluster's
+// partials in rank (= split) order, deterministic, and writes the bf16 output.
+template <class C>
+__device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, const float (&acc)[C::kVecsPerThread][8],
+                                                      int m) {
+  float* part = UpDownSmem<C>::partial();
+#pragma unroll
+  for (int v = 0; v < C::kVecsPerThread; ++v) {
+    const int vec = threadIdx.x + v * C::kThreads;
+    if (vec >= C::kVecs) continue;
+    float4* dst = reinterpret_cast<float4*>(part + vec * 8);
+    dst[0] = make_float4(acc[v][0], acc[v][1], acc[v][2], acc[v][3]);
+    dst[1] = make_float4(acc[v][4], acc[v][5], acc[v][6], acc[v][7]);
+  }
+  cluster_arrive();
+  cluster_wait();
+  const int rank = int(cluster_rank());
+  const int v_begin = rank * C::kVecs / C::kSplits, v_end = (rank + 1) * C::kVecs / C::kSplits;
+  for (int vec = v_begin + threadIdx.x; vec < v_end; vec += C::kThreads) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+    for (int q = 0; q < C::kSplits; ++q) {
+      const float4 a = ld_peer_f32x4(part + vec * 8, u32(q)), b = ld_peer_f32x4(part + vec * 8 + 4, u32(q));
+      s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
+    }
+    store_bf16(p.out + i64(m) * C::kModel + vec * 8, s);
+  }
+  cluster_arrive();  // peers may read this CTA's partial until every CTA is done
+  cluster_wait();
+}
+
 template <class C>
 __device__ void up_down(const UpDownParams& p) {
   using S = UpDownSmem<C>;
@@ -254,6 +321,10 @@ __device__ void up_down(const UpDownParams& p) {
     load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
     __syncthreads();
   }
+  // Decode (split fused): start the down rows towards L2 while the up dots run.
+  if (C::kMode == kModeFused && C::kSplits > 1)
+    for (int i = threadIdx.x; i < total * (C::kModel / 64); i += C::kThreads)
+      prefetch_l2_weight(p.w_down_t + i64(S::idx()[i / (C::kModel / 64)]) * C::kModel + (i % (C::kModel / 64)) * 64);
   if (C::kGated && C::kMode != kModeDown) up_dots<C>(p, m, total);
 
   if (C::kMode == kModeUp) {  // h over the gate values, same indices
@@ -267,6 +338,7 @@ __device__ void up_down(const UpDownParams& p) {
   float acc[C::kVecsPerThread][8];
   down_rows<C>(p, acc, vec0, total, t_begin, t_end, m);
 
+  if (C::kMode == kModeFused && C::kCluster) return reduce_cluster_splits<C>(p, acc, m);
   if (C::kMode == kModeFused && C::kSplits > 1) return reduce_splits<C>(p, acc, m, split);
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v) {

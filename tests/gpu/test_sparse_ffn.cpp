@@ -54,22 +54,23 @@ void check_case(Gpu& g, const Shape& s, double fraction, int tokens, const synth
   CHECK(r.ok());
 }
 
-// Every pipeline the tuner can pick: {gate_pack, gate_gemv, GEMM + pack} x {up_down with 1 or 4
-// tile splits, up + down with 1, 2 or 4 column splits}.
+// Every pipeline the tuner can pick: {gate_pack, gate_gemv, GEMM + pack} x {up_down with 1, 4
+// (a cluster on sm_90a) or 16 (global tickets) tile splits, up + down with 1, 2 or 4
+// column splits}.
 std::vector<SparseFfnConfig> pipelines(const Shape& s, Arch arch, int tokens, const Sparsity& sp = {}) {
   const LayerShape shape{s.d_model, s.d_ff, s.gated};
   const BatchBucket b{tokens, tokens};
   std::vector<SparseFfnConfig> out;
   for (Family gate : {Family::kGatePack, Family::kGateGemv, Family::kPack})
     for (auto [family, splits] : {std::pair{Family::kUpDown, 1}, std::pair{Family::kUpDown, 4},
-                                  std::pair{Family::kDown, 1}, std::pair{Family::kDown, 2},
-                                  std::pair{Family::kDown, 4}}) {
+                                  std::pair{Family::kUpDown, 16}, std::pair{Family::kDown, 1},
+                                  std::pair{Family::kDown, 2}, std::pair{Family::kDown, 4}}) {
       // The tuner offers gate_gemv up to 64 tokens; 257 covers several column blocks.
       if (gate == Family::kGateGemv && tokens > 257) continue;
       SparseFfnConfig cfg = default_sparse_config(shape, arch, tokens, sp);
       cfg.gate = default_spec(gate, shape, arch, b, sp);
       cfg.up_down = default_spec(family, shape, arch, b, sp);
-      cfg.up_down.tile.splits = splits;
+      cfg.up_down.tile.splits = family == Family::kUpDown ? std::min(splits, cfg.up_down.n_tiles()) : splits;
       if (cfg.validate()) out.push_back(cfg);
     }
   return out;

@@ -101,6 +101,24 @@ TEST_CASE("gate_gemv specs: name, defaults and the fixes its validation names") 
   CHECK(why(s) == "gate_gemv ignores bk/warps/splits; leave them at their defaults");
 }
 
+TEST_CASE("a fused up_down's splits form a cluster when one fits (sm_90a, up to 8)") {
+  KernelSpec u = default_spec(Family::kUpDown, {2048, 5632, true}, Arch::kSm90a, {1, 1});
+  REQUIRE(u.tile.splits == 8);
+  CHECK(u.cluster_size() == 8);
+  const int smem = u.dynamic_smem_bytes();
+  u.tile.splits = 16;  // beyond a portable cluster: global tickets, no partial in shared memory
+  CHECK(u.cluster_size() == 1);
+  u.tile.splits = 1;
+  CHECK(u.cluster_size() == 1);
+  u.tile.splits = 8;
+  u.arch = Arch::kSm80;
+  CHECK(u.cluster_size() == 1);
+  CHECK(u.dynamic_smem_bytes() == smem - 2048 * 4);  // the cluster's fp32 partial of d_model
+  KernelSpec d = default_spec(Family::kDown, {2048, 5632, true}, Arch::kSm90a, {1, 1});
+  d.tile.splits = 4;
+  CHECK(d.cluster_size() == 1);
+}
+
 TEST_CASE("canonical form ignores the bucket but not the code-shaping fields") {
   KernelSpec a = gate(), b = gate();
   b.bucket = {1, 1};
