@@ -76,6 +76,10 @@ int main(int argc, char** argv) {
             s.tile.bm = 16;
             gate_specs.push_back(s);
           }
+          if (m > 32) {  // the largest column block: Wg read by fewer CTA columns
+            s.tile.bm = 64;
+            gate_specs.push_back(s);
+          }
         }
   }
   const double wg_bytes = double(shape.d_ff) * shape.d_model * 2;

@@ -42,8 +42,8 @@ struct SparseFfnConfig {
 
 // Rows of the gate GEMM per launch: bounds the workspace its output needs.
 inline constexpr int kGateGemmRows = 8192;
-// Up to this many tokens gate_gemv prefetches the active neurons' Wu and WdT rows into
-// L2 for the up/down kernel behind it (docs/kernels.md).
+// Up to this many tokens gate_gemv (column blocks of bm <= 16) prefetches the active
+// neurons' Wu and WdT rows into L2 for the up/down kernel behind it (docs/kernels.md).
 inline constexpr int kPrefetchRowsTokens = 16;
 
 // The untuned default for a token count or a bucket (docs/kernels.md explains the heuristic).

@@ -30,6 +30,9 @@ struct GateGemvConfig {
   static constexpr int kChunksPerWarp = (kChunks + kKSplit - 1) / kKSplit;
   static constexpr int kNB = BM / 8;                        // 8-token mma column blocks
   static constexpr int kEpiStride = TILE_N + 8;             // bf16 elements per token row
+  // Decode column blocks prefetch the stored neurons' up/down rows (at 32 tokens and
+  // more the epilogue's extra registers made ptxas spill, and the rows are bandwidth-bound).
+  static constexpr bool kPrefetch = BM <= 16;
   static_assert(D_MODEL % 8 == 0 && D_FF % 8 == 0, "shapes must be multiples of 8");
   static_assert(kWarps % kRowGroups == 0 && kKSplit >= 1, "warps must be a multiple of tile_n / 16");
   static_assert(BM % 8 == 0 && BM <= 64, "bm must be a multiple of 8 up to 64");
@@ -42,6 +45,8 @@ __device__ void gate_gemv(const GatePackParams& p) {
   extern __shared__ __align__(16) unsigned char gate_gemv_smem[];
   float* red = reinterpret_cast<float*>(gate_gemv_smem);
   u16* sC = reinterpret_cast<u16*>(red + C::kKSplit * C::kBM * C::kTileN);
+  __shared__ u32 n_stored;  // neurons the epilogue listed for prefetch
+  if (threadIdx.x == 0) n_stored = 0;
   grid_dependency_launch();
   const int tile = blockIdx.x, m0 = blockIdx.y * C::kBM, n0 = tile * C::kTileN;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -111,17 +116,22 @@ __device__ void gate_gemv(const GatePackParams& p) {
   }
   __syncthreads();
   // Every stored neuron's Wu and WdT rows start towards L2 now (fire and forget), so
-  // the up/down kernel behind finds them there instead of waiting on DRAM.
-  const auto prefetch_rows = [&](int j) {
-    constexpr int kLines = C::kModel * 2 / 128;  // 128-byte lines per row
-    if (!p.prefetch_down_t) return;
-    for (int l = 0; l < kLines; ++l) {
-      prefetch_l2_weight(p.prefetch_down_t + i64(j) * C::kModel + l * 64);
-      if (p.prefetch_up) prefetch_l2_weight(p.prefetch_up + i64(j) * C::kModel + l * 64);
-    }
-  };
-  pack_gate_tile<C::kTileN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, tile, p.tw, p.tokens,
-                                                                         prefetch_rows);
+  // the up/down kernel behind finds them there instead of waiting on DRAM. The packer
+  // lists the neurons in shared memory (over the partials, no longer needed); then
+  // the whole CTA issues one prefetch per 128-byte line.
+  u32* stored = reinterpret_cast<u32*>(red);
+  pack_gate_tile<C::kTileN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(
+      sC, C::kBM, m0, tile, p.tw, p.tokens, [&](int j) {
+        if (C::kPrefetch && p.prefetch_down_t) stored[atomicAdd(&n_stored, 1u)] = u32(j);
+      });
+  if (!C::kPrefetch || !p.prefetch_down_t) return;
+  __syncthreads();
+  constexpr int kLines = (C::kModel + 63) / 64;  // 128-byte lines per row
+  for (int i = threadIdx.x; i < int(n_stored) * kLines; i += C::kThreads) {
+    const i64 at = i64(stored[i / kLines]) * C::kModel + (i % kLines) * 64;
+    prefetch_l2_weight(p.prefetch_down_t + at);
+    if (p.prefetch_up) prefetch_l2_weight(p.prefetch_up + at);
+  }
 }
 
 }  // namespace ffnjit
