@@ -82,6 +82,16 @@ int main(int argc, char** argv) {
           }
         }
   }
+  if (m <= 512 && arch == Arch::kSm90a)  // gate_pack split over a cluster of CTAs per tile
+    for (int bm : {16, 64, 128})
+      for (int tile_n : {64, 128})
+        for (int splits : {2, 4, 8})
+          for (int stages : {3, 4}) {
+            if (bm > 16 && bm > 2 * m) continue;
+            KernelSpec s = default_spec(Family::kGatePack, shape, arch, {bm, bm}, {tile_n, tile_n / 4 - 1});
+            s.tile.splits = splits, s.tile.stages = stages;
+            gate_specs.push_back(s);
+          }
   const double wg_bytes = double(shape.d_ff) * shape.d_model * 2;
   std::printf("tokens %d, k %d, d_model 2048, d_ff 5632 on %s\n", m, k, dev.info().name.c_str());
   std::printf("%-70s %9s %8s %7s %5s\n", "gate kernel", "us", "TFLOP/s", "Wg GB/s", "regs");

@@ -19,7 +19,7 @@ void add_spec_options(Args& args) {
       .option("warps-n", "N", "gate_pack: warps along neurons")
       .option("stages", "N", "gate_pack: cp.async pipeline stages; gate_gemv: loads in flight per warp")
       .option("threads", "N", "gate_gemv, pack, up_down, up, down: threads per CTA")
-      .option("splits", "N", "up_down, up: CTAs per token (tiles split); down: output column splits")
+      .option("splits", "N", "up_down, up: CTAs per token (tiles split); down: output column splits; gate_pack: CTAs per tile (a cluster splitting d_model, sm_90a)")
       .option("min-blocks", "N", "CTAs per SM promised to ptxas (caps registers)");
 }
 

@@ -93,8 +93,12 @@ Status KernelSpec::validate() const {
   const TileConfig def;
   if (T.min_blocks < 1 || T.min_blocks > 8) return user_error("min_blocks=" + str(T.min_blocks) + " must be in [1, 8]");
   if (family == Family::kGatePack) {
-    if (T.threads != def.threads || T.splits != def.splits)
-      return user_error("gate_pack ignores threads/splits; leave them at their defaults");
+    if (T.threads != def.threads) return user_error("gate_pack ignores threads; leave it at its default");
+    if (T.splits < 1 || T.splits > 8)
+      return user_error("gate_pack splits=" + str(T.splits) + " (CTAs of a cluster per tile) must be in [1, 8]");
+    if (T.splits > 1 && arch != Arch::kSm90a)
+      return user_error("gate_pack splits=" + str(T.splits) + " needs thread-block clusters (sm_90a); use splits=1 on " +
+                        arch_name(arch));
     if (!is_pow2(T.bm) || T.bm < 16 || T.bm > 256)
       return user_error("bm=" + str(T.bm) + " must be a power of two in [16, 256]");
     if (T.bk != 32 && T.bk != 64) return user_error("bk=" + str(T.bk) + " must be 32 or 64");
@@ -160,6 +164,7 @@ int KernelSpec::block_threads() const {
 }
 
 int KernelSpec::cluster_size() const {
+  if (family == Family::kGatePack) return tile.splits;
   if (family == Family::kUpDown && arch == Arch::kSm90a && tile.splits > 1 && tile.splits <= 8) return tile.splits;
   return 1;
 }
@@ -168,6 +173,8 @@ int KernelSpec::dynamic_smem_bytes() const {
   if (family == Family::kGatePack) {
     int pipeline = tile.stages * (tile.bm + sparsity.tile_n) * tile.bk * 2;
     int epilogue = tile.bm * (sparsity.tile_n + 8) * 2;
+    if (tile.splits > 1)  // the fp32 partial the cluster reads, then this CTA's rows in bf16
+      epilogue = tile.bm * sparsity.tile_n * 4 + ceil_div(tile.bm, tile.splits) * (sparsity.tile_n + 8) * 2;
     return std::max(pipeline, epilogue);
   }
   if (family == Family::kGateGemv) {
@@ -199,7 +206,7 @@ std::string KernelSpec::kernel_name() const {
        str(sparsity.capacity);
   if (family == Family::kGatePack)
     n += "_m" + str(tile.bm) + "k" + str(tile.bk) + "w" + str(tile.warps_m) + "x" + str(tile.warps_n) + "s" +
-         str(tile.stages);
+         str(tile.stages) + (tile.splits > 1 ? "c" + str(tile.splits) : "");
   else if (family == Family::kGateGemv)
     n += "_m" + str(tile.bm) + "t" + str(tile.threads) + "u" + str(tile.stages);
   else

@@ -53,7 +53,8 @@ struct BatchBucket {
 
 // Tile configuration; the fields a family ignores must stay at their defaults.
 struct TileConfig {
-  // gate_pack: CTA tile bm x tile_n (bn = Sparsity::tile_n) x bk, warps_m x warps_n warps.
+  // gate_pack: CTA tile bm x tile_n (bn = Sparsity::tile_n) x bk, warps_m x warps_n warps,
+  // and `splits` CTAs per tile (a thread-block cluster splitting d_model, sm_90a).
   // gate_gemv: bm tokens (a multiple of 8 up to 64) per CTA, `threads`, and `stages` 1 KB weight
   // loads in flight per warp (its K-loop unroll).
   int bm = 128;
@@ -87,9 +88,9 @@ struct KernelSpec {
   int block_threads() const;
   int dynamic_smem_bytes() const;
   int n_tiles() const { return (layer.d_ff + sparsity.tile_n - 1) / sparsity.tile_n; }
-  // CTAs per thread-block cluster (1: no cluster): the fused up_down's splits of a token's
-  // tiles when they fit one cluster (sm_90a, <= 8), which then reduce through
-  // distributed shared memory instead of global tickets.
+  // CTAs per thread-block cluster (1: no cluster): gate_pack's splits of d_model, and
+  // the fused up_down's splits of a token's tiles when they fit one cluster (sm_90a,
+  // <= 8), which then reduce through distributed shared memory instead of global tickets.
   int cluster_size() const;
 };
 

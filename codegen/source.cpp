@@ -23,7 +23,8 @@ TemplateValues values_for(const KernelSpec& s) {
     case Family::kGatePack:
       v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},
                 {"BM", i(s.tile.bm)}, {"BK", i(s.tile.bk)}, {"WARPS_M", i(s.tile.warps_m)},
-                {"WARPS_N", i(s.tile.warps_n)}, {"STAGES", i(s.tile.stages)}});
+                {"WARPS_N", i(s.tile.warps_n)}, {"STAGES", i(s.tile.stages)}, {"SPLITS", i(s.tile.splits)},
+                {"CLUSTER", s.cluster_size() > 1 ? "__cluster_dims__(" + i(s.cluster_size()) + ", 1, 1) " : ""}});
       break;
     case Family::kGateGemv:
       v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},

@@ -142,7 +142,9 @@ Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const 
                       tokens,
                       reinterpret_cast<const u16*>(prefetch && w.layer.gated ? w.w_up : 0),
                       reinterpret_cast<const u16*>(prefetch ? w.w_down_t : 0)};
-    return launch(*k.gate, unsigned(cfg.gate.n_tiles()), ceil_div(tokens, cfg.gate.tile.bm), &gp, stream);
+    // gate_pack with splits > 1: a cluster of CTAs per tile along x.
+    return launch(*k.gate, unsigned(cfg.gate.n_tiles() * cfg.gate.cluster_size()), ceil_div(tokens, cfg.gate.tile.bm),
+                  &gp, stream);
   }
   if (!k.gemms) return internal_error("GEMM gate without resolved cuBLASLt plans");
   const int dm = cfg.gate.layer.d_model, dff = cfg.gate.layer.d_ff;

@@ -47,6 +47,14 @@ std::vector<KernelSpec> gate_candidates(const LayerShape& layer, Arch arch, cons
         s.tile.min_blocks = bm >= 128 && acc <= 64 ? 2 : 1;
         add_unique(out, seen, s);
       }
+  // Up to 64 tokens on sm_90a: gate_pack split over a cluster of 2 or 4 CTAs per tile
+  // (at 1 token 22 -> 15 us on H100; close to gate_gemv at 32 tokens, docs/kernels.md).
+  if (bucket.max_tokens <= 64 && arch == Arch::kSm90a)
+    for (int splits : {2, 4}) {
+      KernelSpec s = def;
+      s.tile.splits = splits;
+      add_unique(out, seen, s);
+    }
   // Decode: gate_gemv with its default column block, and 16 tokens when that is
   // smaller (fewer registers; more column blocks re-read Wg from L2), 8 or 16 warps,
   // 2, 4 or 8 loads in flight per warp.

@@ -121,7 +121,7 @@ __device__ void gate_gemv(const GatePackParams& p) {
   // the whole CTA issues one prefetch per 128-byte line.
   u32* stored = reinterpret_cast<u32*>(red);
   pack_gate_tile<C::kTileN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(
-      sC, C::kBM, m0, tile, p.tw, p.tokens, [&](int j) {
+      sC, C::kBM, m0, 1, tile, p.tw, p.tokens, [&](int j) {
         if (C::kPrefetch && p.prefetch_down_t) stored[atomicAdd(&n_stored, 1u)] = u32(j);
       });
   if (!C::kPrefetch || !p.prefetch_down_t) return;

@@ -73,17 +73,17 @@ __device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff,
 }
 
 // Epilogue of the gate kernels: the CTA's bf16 gate tile sC[rows][STRIDE] (row r is
-// token m0 + r; neurons tile * TILE_N ..) becomes TwELL, one warp per token, in
-// neuron order (deterministic). Counts overflowed pairs and, in tile 0, zeroes the
+// token m0 + r * m_step; neurons tile * TILE_N ..) becomes TwELL, one warp per token,
+// in neuron order (deterministic). Counts overflowed pairs and, in tile 0, zeroes the
 // token's split up_down ticket. stored(neuron) runs for each entry written.
 template <int TILE_N, int CAP, int D_FF, int STRIDE, int THREADS, class Stored = NoStoredHook>
-__device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, int tile, const TwellBuffers& tw,
-                                               int tokens, Stored stored = {}) {
+__device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, int m_step, int tile,
+                                               const TwellBuffers& tw, int tokens, Stored stored = {}) {
   constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   u32 overflowed = 0;
   for (int r = warp; r < rows; r += THREADS / 32) {
-    const int m = m0 + r;
+    const int m = m0 + r * m_step;
     if (m >= tokens) break;
     const i64 slot = i64(m) * kTiles + tile;
     const u32 count = pack_tile_warp<TILE_N, CAP, 1>(sC + r * STRIDE, tile * TILE_N, D_FF, tw.entries + slot * CAP, lane,
@@ -95,6 +95,33 @@ __device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, 
     }
   }
   if (lane == 0 && overflowed) atomicAdd(tw.overflow, overflowed);
+}
+
+// Split-K gate across a thread-block cluster of SPLITS CTAs (sm_90a): every CTA holds
+// its fp32 partial own[BM][TILE_N] in shared memory. This CTA sums, in rank order
+// (deterministic), the partials of all CTAs for its token rows rank, rank + SPLITS, ...
+// (of the rows_valid rows that are real tokens) into the bf16 tile sC (compacted: row i
+// is token row rank + i * SPLITS) and returns how many rows it owns. Leaves the cluster
+// barrier armed: call cluster_wait() before exit, so no CTA leaves while a peer reads it.
+template <int BM, int TILE_N, int SPLITS, int THREADS, int STRIDE>
+__device__ __forceinline__ int reduce_cluster_rows(const float* own, u16* sC, int rank, int rows_valid) {
+  const int rows = rank < rows_valid ? (rows_valid - rank + SPLITS - 1) / SPLITS : 0;
+  cluster_arrive();  // own[] is complete in every CTA of the cluster ...
+  cluster_wait();    // ... and visible here
+  constexpr int kQuads = TILE_N / 4;
+  for (int i = threadIdx.x; i < rows * kQuads; i += THREADS) {
+    const int lr = i / kQuads, n = (i % kQuads) * 4;
+    const float* src = own + (rank + lr * SPLITS) * TILE_N + n;
+    float4 s = ld_peer_f32x4(src, 0);
+#pragma unroll
+    for (int q = 1; q < SPLITS; ++q) {
+      const float4 v = ld_peer_f32x4(src, u32(q));
+      s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+    }
+    *reinterpret_cast<uint2*>(sC + lr * STRIDE + n) = make_uint2(pack_bf16x2(s.x, s.y), pack_bf16x2(s.z, s.w));
+  }
+  cluster_arrive();  // done reading the peers
+  return rows;
 }
 
 }  // namespace ffnjit

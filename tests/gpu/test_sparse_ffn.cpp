@@ -56,7 +56,7 @@ void check_case(Gpu& g, const Shape& s, double fraction, int tokens, const synth
 
 // Every pipeline the tuner can pick: {gate_pack, gate_gemv, GEMM + pack} x {up_down with 1, 4
 // (a cluster on sm_90a) or 16 (global tickets) tile splits, up + down with 1, 2 or 4
-// column splits}.
+// column splits}, and gate_pack split over a cluster behind the default up/down.
 std::vector<SparseFfnConfig> pipelines(const Shape& s, Arch arch, int tokens, const Sparsity& sp = {}) {
   const LayerShape shape{s.d_model, s.d_ff, s.gated};
   const BatchBucket b{tokens, tokens};
@@ -73,6 +73,13 @@ std::vector<SparseFfnConfig> pipelines(const Shape& s, Arch arch, int tokens, co
       cfg.up_down.tile.splits = family == Family::kUpDown ? std::min(splits, cfg.up_down.n_tiles()) : splits;
       if (cfg.validate()) out.push_back(cfg);
     }
+  // The tuner offers gate_pack split over a cluster up to 64 tokens (sm_90a).
+  if (arch == Arch::kSm90a && tokens <= 257) {
+    SparseFfnConfig cfg = default_sparse_config(shape, arch, tokens, sp);
+    cfg.gate = default_spec(Family::kGatePack, shape, arch, b, sp);
+    cfg.gate.tile.splits = 4;
+    if (cfg.validate()) out.push_back(cfg);
+  }
   return out;
 }
 
@@ -189,6 +196,23 @@ TEST_CASE("gpu: tile shapes, capacities and splits the tuner can pick") {
           INFO(cfg.describe() << ": " << r.describe());
           CHECK(r.ok());
         }
+  // gate_pack split over a cluster of 2-4 CTAs (sm_90a) at every TwELL format, column
+  // blocks of 16 to 128 tokens (the last one partial at 257 tokens), rows spread over the
+  // cluster's CTAs.
+  if (g->arch == Arch::kSm90a)
+    for (int tile_n : {32, 64, 128, 256})
+      for (int cap : {1, tile_n / 8 - 1})
+        for (int bm : {16, 64, 128})
+          for (int splits : {2, 3, 4}) {
+            const Sparsity sp{tile_n, std::max(1, cap)};
+            auto cfg = default_sparse_config(shape, g->arch, m, sp);
+            cfg.gate = default_spec(Family::kGatePack, shape, g->arch, {bm, bm}, sp);
+            cfg.gate.tile.splits = splits;
+            if (!cfg.validate()) continue;
+            CaseResult r = run_sparse_case(*g, L, cfg, x, m);
+            INFO(cfg.describe() << ": " << r.describe());
+            CHECK(r.ok());
+          }
   // The GEMM gate's packer and the split up/down at every TwELL format.
   for (int tile_n : {32, 64, 128, 256})
     for (int cap : {1, tile_n / 8 - 1, tile_n}) {

@@ -52,6 +52,14 @@ std::vector<KernelSpec> variants(Arch arch) {
   KernelSpec st = default_spec(Family::kStats, shapes[0], arch, {1, 1});
   st.tile.threads = 128;
   out.push_back(st);
+  // The gate split over a thread-block cluster (sm_90a only: validate drops the rest).
+  for (int tile_n : {64, 128})
+    for (int bm : {16, 64, 128})
+      for (int splits : {2, 4, 8}) {
+        KernelSpec g = default_spec(Family::kGatePack, shapes[0], arch, {bm, bm}, {tile_n, tile_n / 4 - 1});
+        g.tile.splits = splits;
+        if (g.validate()) out.push_back(g);
+      }
   // Tile variants on the 1.5B shape.
   for (int tile_n : {64, 128, 256})
     for (int bk : {32, 64}) {

@@ -71,7 +71,19 @@ TEST_CASE("validation names the fix") {
   CHECK(why(s).find("bytes of shared memory; sm_90a allows") != std::string::npos);
   s = gate();
   s.tile.threads = 512;
-  CHECK(why(s) == "gate_pack ignores threads/splits; leave them at their defaults");
+  CHECK(why(s) == "gate_pack ignores threads; leave it at its default");
+  // splits: a cluster of CTAs per tile splitting d_model (sm_90a only), named c<splits>.
+  s = gate();
+  s.tile.splits = 4;
+  CHECK(s.validate());
+  CHECK(s.cluster_size() == 4);
+  CHECK(s.kernel_name().ends_with("s3c4b2"));
+  s.tile.splits = 9;
+  CHECK(why(s) == "gate_pack splits=9 (CTAs of a cluster per tile) must be in [1, 8]");
+  s.tile.splits = 2;
+  s.arch = Arch::kSm89;
+  s.tile.stages = 2;
+  CHECK(why(s) == "gate_pack splits=2 needs thread-block clusters (sm_90a); use splits=1 on sm_89");
   s = gate();
   s.bucket = {10, 5};
   CHECK(why(s) == "batch bucket [10, 5] is empty or starts below 1 token");
