@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "codegen/compile.hpp"
 #include "model/synthetic.hpp"
 #include "runtime/device_weights.hpp"
 #include "tuner/measure.hpp"
@@ -24,6 +25,54 @@ T must(Expected<T> e) {
 }
 void must(Status s) {
   if (!s) die(s.message());
+}
+
+// The floor for a kernel that must read `bytes` once, timed like everything else here
+// (graph replay, L2 flushed): a plain streaming read, 16-byte no-L1 loads, 4 per
+// thread in flight, 4 CTAs of 512 threads per SM.
+constexpr const char* kReadKernel = R"(
+struct ReadParams { const uint4* p; unsigned long long n; unsigned* sink; };
+extern "C" __global__ void __launch_bounds__(512) ffnjit_read_floor(const ReadParams a) {
+  unsigned acc = 0;
+  const unsigned long long stride = 4ull * gridDim.x * blockDim.x;
+  for (unsigned long long i = blockIdx.x * blockDim.x + threadIdx.x; i < a.n; i += stride) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const unsigned long long j = i + u * (unsigned long long)(gridDim.x * blockDim.x);
+      if (j < a.n)
+        asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(v[u].x), "=r"(v[u].y), "=r"(v[u].z), "=r"(v[u].w) : "l"(a.p + j));
+      else
+        v[u] = make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  if (acc == 0x9e3779b9u) *a.sink = acc;  // keeps the loads
+}
+)";
+struct ReadParams {
+  CUdeviceptr p;
+  unsigned long long n;
+  CUdeviceptr sink;
+};
+
+void time_read_floor(Device& dev, Arch arch, CUstream stream, CUdeviceptr buf, size_t bytes, const char* what) {
+  Source src;
+  src.spec = default_spec(Family::kTranspose, {8, 8, true}, arch, {1, 1});
+  src.kernel_name = "ffnjit_read_floor";
+  src.text = kReadKernel;
+  auto compiled = must(compile(src));
+  KernelSpec spec = src.spec;
+  spec.tile.threads = 512;
+  auto k = must(load_kernel(compiled, spec));
+  auto sink = must(DeviceBuffer::alloc(4));
+  ReadParams rp{buf, bytes / 16, sink.ptr()};
+  const unsigned grid = unsigned(4 * dev.info().sm_count);
+  auto t = measure_graph(dev, stream, [&](CUstream s) { return launch(*k, grid, 1, &rp, s, 512); });
+  if (!t) die(t.error().message);
+  std::printf("%-70s %9.1f %8s %7.0f\n", what, t->median_us, "-", double(bytes) / t->median_us * 1e-3);
 }
 
 }  // namespace
@@ -95,6 +144,11 @@ int main(int argc, char** argv) {
   const double wg_bytes = double(shape.d_ff) * shape.d_model * 2;
   std::printf("tokens %d, k %d, d_model 2048, d_ff 5632 on %s\n", m, k, dev.info().name.c_str());
   std::printf("%-70s %9s %8s %7s %5s\n", "gate kernel", "us", "TFLOP/s", "Wg GB/s", "regs");
+  {  // the floors: reading Wg once (a gate's minimum), and all three weights (dense decode)
+    auto all = must(DeviceBuffer::alloc(size_t(wg_bytes) * 3));
+    time_read_floor(dev, arch, stream, all.ptr(), size_t(wg_bytes), "read floor: 23 MB (Wg) once, streaming loads");
+    time_read_floor(dev, arch, stream, all.ptr(), size_t(wg_bytes) * 3, "read floor: 69 MB (Wg, Wu, Wd) once");
+  }
   for (const KernelSpec& g : gate_specs) {
     SparseFfnConfig cfg = default_sparse_config(shape, arch, m, g.sparsity);
     cfg.gate = g;
