@@ -153,6 +153,19 @@ __device__ __forceinline__ float4 ld_peer_f32x4(const float* local, u32 rank) {
   return v;
 }
 
+// The sum over the cluster's CTAs, in rank order (deterministic), of the 4 floats at
+// `local`'s offset in each CTA's shared memory.
+template <int SPLITS>
+__device__ __forceinline__ float4 cluster_sum_f32x4(const float* local) {
+  float4 s = ld_peer_f32x4(local, 0);
+#pragma unroll
+  for (int q = 1; q < SPLITS; ++q) {
+    const float4 v = ld_peer_f32x4(local, u32(q));
+    s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
+  }
+  return s;
+}
+
 __device__ __forceinline__ float dot8(const Vec8& a, const Vec8& b, float acc) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {

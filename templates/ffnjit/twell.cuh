@@ -111,13 +111,7 @@ __device__ __forceinline__ int reduce_cluster_rows(const float* own, u16* sC, in
   constexpr int kQuads = TILE_N / 4;
   for (int i = threadIdx.x; i < rows * kQuads; i += THREADS) {
     const int lr = i / kQuads, n = (i % kQuads) * 4;
-    const float* src = own + (rank + lr * SPLITS) * TILE_N + n;
-    float4 s = ld_peer_f32x4(src, 0);
-#pragma unroll
-    for (int q = 1; q < SPLITS; ++q) {
-      const float4 v = ld_peer_f32x4(src, u32(q));
-      s.x += v.x, s.y += v.y, s.z += v.z, s.w += v.w;
-    }
+    const float4 s = cluster_sum_f32x4<SPLITS>(own + (rank + lr * SPLITS) * TILE_N + n);
     *reinterpret_cast<uint2*>(sC + lr * STRIDE + n) = make_uint2(pack_bf16x2(s.x, s.y), pack_bf16x2(s.z, s.w));
   }
   cluster_arrive();  // done reading the peers

@@ -292,12 +292,8 @@ __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, con
   const int rank = int(cluster_rank());
   const int v_begin = rank * C::kVecs / C::kSplits, v_end = (rank + 1) * C::kVecs / C::kSplits;
   for (int vec = v_begin + threadIdx.x; vec < v_end; vec += C::kThreads) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-    for (int q = 0; q < C::kSplits; ++q) {
-      const float4 a = ld_peer_f32x4(part + vec * 8, u32(q)), b = ld_peer_f32x4(part + vec * 8 + 4, u32(q));
-      s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
-    }
+    const float4 a = cluster_sum_f32x4<C::kSplits>(part + vec * 8), b = cluster_sum_f32x4<C::kSplits>(part + vec * 8 + 4);
+    const float s[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
     store_bf16(p.out + i64(m) * C::kModel + vec * 8, s);
   }
   cluster_arrive();  // peers may read this CTA's partial until every CTA is done
