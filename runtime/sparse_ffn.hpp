@@ -43,8 +43,10 @@ struct SparseFfnConfig {
 // Rows of the gate GEMM per launch: bounds the workspace its output needs.
 inline constexpr int kGateGemmRows = 8192;
 // Up to this many tokens gate_gemv (column blocks of bm <= 16) prefetches the active
-// neurons' Wu and WdT rows into L2 for the up/down kernel behind it (docs/kernels.md).
-inline constexpr int kPrefetchRowsTokens = 16;
+// neurons' Wu and WdT rows into L2 for the up/down kernel behind it (docs/kernels.md):
+// on H100 it helped at 1 token (1.88 -> 1.94x at k = 29, 1.43 -> 1.47x at k = 282) and
+// hurt at 16 (1.67 -> 1.58x at k = 29), where the rows compete with Wg's stream.
+inline constexpr int kPrefetchRowsTokens = 1;
 
 // The untuned default for a token count or a bucket (docs/kernels.md explains the heuristic).
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int tokens, const Sparsity& sparsity = {});
