@@ -103,12 +103,7 @@ Expected<FileState> inspect_sql(sql::Db& db) {
       "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
       "ORDER BY name");
   if (!st) return st.error();
-  for (;;) {
-    auto row = st->step();
-    if (!row) return row.error();
-    if (!*row) break;
-    s.tables.push_back(st->text(0));
-  }
+  FFNJIT_TRY(st->each_row([&] { s.tables.push_back(st->text(0)); }));
   return s;
 }
 
@@ -498,14 +493,11 @@ Status scan_binaries(sql::Db& db, const ListFilter& f, bool with_payload, Visit 
                        " FROM binaries WHERE (?1 = '' OR arch = ?1) ORDER BY kernel_name, key");
   if (!st) return st.error();
   st->bind(1, f.arch);
-  for (;;) {
-    auto row = st->step();
-    if (!row) return row.error();
-    if (!*row) return {};
-    if (!f.name.empty() && !glob_match(f.name, st->text(1))) continue;
+  return st->each_row([&]() -> Status {
+    if (!f.name.empty() && !glob_match(f.name, st->text(1))) return {};
     auto r = binary_from_row(*st);
-    FFNJIT_TRY(visit(r));
-  }
+    return visit(r);
+  });
 }
 
 }  // namespace
@@ -597,16 +589,13 @@ Expected<Found<TuningRecord>> Cache::find_tuning(const ToolchainIdentity& curren
                               "created_at DESC, key");
   if (!st) return st.error();
   st->bind(1, layer_signature).bind(2, tokens);
-  for (;;) {
-    auto row = st->step();
-    if (!row) return row.error();
-    if (!*row) break;
+  FFNJIT_TRY(st->each_row([&] {
     auto r = tuning_from_row(*st);
     if (auto why = unusable(r, &current))
       out.skipped.add(*why);
     else if (!out.record)
       out.record = std::move(*r);
-  }
+  }));
   return out;
 }
 
@@ -624,15 +613,12 @@ Status scan_tunings(sql::Db& db, const ListFilter& f, Visit visit) {
                        "generator_version");
   if (!st) return st.error();
   st->bind(1, f.arch);
-  for (;;) {
-    auto row = st->step();
-    if (!row) return row.error();
-    if (!*row) return {};
-    if (!layer_matches(f.layer, st->text(7))) continue;
+  return st->each_row([&]() -> Status {
+    if (!layer_matches(f.layer, st->text(7))) return {};
     auto r = tuning_from_row(*st);
-    if (r && !winner_matches(f.name, r->winner)) continue;
-    FFNJIT_TRY(visit(r));
-  }
+    if (r && !winner_matches(f.name, r->winner)) return {};
+    return visit(r);
+  });
 }
 
 }  // namespace
@@ -668,12 +654,8 @@ Expected<std::vector<std::string>> Cache::keys_with_prefix(const std::string& pr
       "UNION ALL SELECT key FROM tuning WHERE key >= ?1 AND key < ?1 || 'g'");
   if (!st) return st.error();
   st->bind(1, prefix);
-  for (;;) {
-    auto row = st->step();
-    if (!row) return row.error();
-    if (!*row) return out;
-    out.push_back(st->text(0));
-  }
+  FFNJIT_TRY(st->each_row([&] { out.push_back(st->text(0)); }));
+  return out;
 }
 
 }  // namespace ffnjit::cache

@@ -226,26 +226,20 @@ Expected<GcReport> Cache::gc(const GcOptions& o) {
   {
     auto st = db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries");
     if (!st) return st.error();
-    for (;;) {
-      auto row = st->step();
-      if (!row) return row.error();
-      if (!*row) break;
+    FFNJIT_TRY(st->each_row([&] {
       const std::optional<SkipReason> why = unusable(binary_from_row(*st), o.unusable_for ? &*o.unusable_for : nullptr);
       if (decide(why, st->i64(13))) binaries.push_back(st->text(0));
-    }
+    }));
   }
   {
     auto st = db.prepare(std::string("SELECT ") + kTuningColumns + " FROM tuning");
     if (!st) return st.error();
-    for (;;) {
-      auto row = st->step();
-      if (!row) return row.error();
-      if (!*row) break;
+    FFNJIT_TRY(st->each_row([&] {
       auto r = tuning_from_row(*st);
       std::optional<SkipReason> why = unusable(r, o.unusable_for ? &*o.unusable_for : nullptr);
       if (!why && r->key() != st->text(0)) why = SkipReason::kDamaged;  // a row under a foreign key
       if (decide(why, st->i64(15))) tunings.push_back(st->text(0));
-    }
+    }));
   }
   auto drop = [&](const char* table, const std::vector<std::string>& keys, int* removed) -> Status {
     auto del = db.prepare(std::string("DELETE FROM ") + table + " WHERE key = ?1");
@@ -283,12 +277,7 @@ Expected<VerifyReport> Cache::verify(const VerifyOptions& o) {
     auto st = db.prepare("PRAGMA integrity_check(20)");
     if (!st) return st.error();
     std::vector<std::string> lines;
-    for (;;) {
-      auto row = st->step();
-      if (!row) return row.error();
-      if (!*row) break;
-      lines.push_back(st->text(0));
-    }
+    FFNJIT_TRY(st->each_row([&] { lines.push_back(st->text(0)); }));
     rep.integrity.clear();
     for (size_t i = 0; i < lines.size(); ++i) rep.integrity += (i ? "; " : "") + lines[i];
   }
@@ -298,46 +287,34 @@ Expected<VerifyReport> Cache::verify(const VerifyOptions& o) {
   {
     auto st = db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries ORDER BY key");
     if (!st) return st.error();
-    for (;;) {
-      auto row = st->step();
-      if (!row) return row.error();
-      if (!*row) break;
+    FFNJIT_TRY(st->each_row([&] {
       ++rep.binaries;
       auto r = binary_from_row(*st);
-      if (!r) {
-        issue("binary", st->text(0), st->text(1), r.error().message);
-        continue;
-      }
+      if (!r) return issue("binary", st->text(0), st->text(1), r.error().message);
       auto p = problems(*r);
       if (r->created_at_ms <= 0) p.push_back("created_at is not a time");
       for (auto& x : p) issue("binary", r->key, r->kernel_name, x);
-      if (!p.empty() || !o.load_check) continue;
+      if (!p.empty() || !o.load_check) return;
       auto loaded = o.load_check(*r);
       if (!loaded)
         issue("binary", r->key, r->kernel_name, "cubin does not load: " + loaded.error().message);
       else
         (*loaded ? rep.cubins_loaded : rep.cubins_not_applicable)++;
-    }
+    }));
   }
   {
     auto st = db.prepare(std::string("SELECT ") + kTuningColumns + " FROM tuning ORDER BY key");
     if (!st) return st.error();
-    for (;;) {
-      auto row = st->step();
-      if (!row) return row.error();
-      if (!*row) break;
+    FFNJIT_TRY(st->each_row([&] {
       ++rep.tunings;
       auto r = tuning_from_row(*st);
-      if (!r) {
-        issue("tuning", st->text(0), st->text(7), r.error().message);
-        continue;
-      }
+      if (!r) return issue("tuning", st->text(0), st->text(7), r.error().message);
       auto p = problems(*r);
       if (r->created_at_ms <= 0) p.push_back("created_at is not a time");
       if (r->key() != st->text(0))
         p.push_back("key does not match its identity columns (edited by hand?)");
       for (auto& x : p) issue("tuning", st->text(0), r->layer_signature, x);
-    }
+    }));
   }
   return rep;
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "support/status.hpp"
 
@@ -40,6 +41,10 @@ class Stmt {
   Expected<bool> step();
   // Steps to completion, for statements that return no rows.
   Status run();
+  // Steps through every row, calling on_row() while it is current (void, or returning
+  // a Status: an error ends the walk with it); a failed step ends it too.
+  template <class F>
+  Status each_row(F on_row);
   void reset();
 
   bool is_null(int col) const;
@@ -54,6 +59,19 @@ class Stmt {
   const std::string* path_ = nullptr;
   int bind_rc_ = SQLITE_OK;
 };
+
+template <class F>
+Status Stmt::each_row(F on_row) {
+  for (;;) {
+    auto row = step();
+    if (!row) return row.error();
+    if (!*row) return {};
+    if constexpr (std::is_void_v<decltype(on_row())>)
+      on_row();
+    else
+      FFNJIT_TRY(on_row());
+  }
+}
 
 class Db {
  public:
