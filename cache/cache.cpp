@@ -107,12 +107,20 @@ Expected<FileState> inspect_sql(sql::Db& db) {
   return s;
 }
 
-// Reports failures as "while reading its header" rather than naming our SQL.
-Expected<FileState> inspect(sql::Db& db) {
+// Reports failures as "while reading its header" rather than naming our SQL. The
+// reads share one snapshot (a read transaction unless the caller holds one): another
+// process initializing the file between them would otherwise show its tables without
+// its application_id, and a cache being created would look like a foreign database.
+// On failure *failed_rc (when given) receives SQLite's primary result code.
+Expected<FileState> inspect(sql::Db& db, int* failed_rc = nullptr) {
+  const bool own_snapshot = sqlite3_get_autocommit(db.handle()) != 0;
+  if (own_snapshot) FFNJIT_TRY(db.exec("BEGIN"));
   auto s = inspect_sql(db);
-  if (!s)
-    return sql::error_from(db.handle(), sqlite3_extended_errcode(db.handle()), db.path(),
-                           "reading its header");
+  if (!s) {
+    if (failed_rc) *failed_rc = sqlite3_errcode(db.handle());
+    s = sql::error_from(db.handle(), sqlite3_extended_errcode(db.handle()), db.path(), "reading its header");
+  }
+  if (own_snapshot) sqlite3_exec(db.handle(), "COMMIT", nullptr, nullptr, nullptr);  // only read
   return s;
 }
 
@@ -311,12 +319,12 @@ Expected<Cache> Cache::open(const std::string& path, const OpenOptions& o) {
   if (!o.read_only && sqlite3_db_readonly(db->handle(), "main") == 1)
     return io_error(path + " is read-only; make it writable" + fix);
 
-  auto state = inspect(*db);
+  int rc = SQLITE_OK;
+  auto state = inspect(*db, &rc);
   if (!state && o.read_only && !quiet_reader) {
     // A read-only location cannot hold the -shm file a WAL database needs; read the
     // file as immutable then, which is exact as long as no -wal file holds newer data.
     bool wal_pending = ::stat((path + "-wal").c_str(), &wal) == 0 && wal.st_size > 0;
-    int rc = sqlite3_errcode(db->handle());
     if (!wal_pending && (rc == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY)) {
       auto again = open_db(path, flags, "mode=ro&immutable=1");
       if (!again) return again.error();
