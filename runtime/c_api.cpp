@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cache/cache.hpp"
+#include "model/checkpoint.hpp"
 #include "model/profile.hpp"
 #include "cache/location.hpp"
 #include "runtime/buckets.hpp"
@@ -251,6 +252,17 @@ const char* ffnjit_status_name(ffnjit_status s) {
   return "FFNJIT_STATUS_UNKNOWN";
 }
 
+ffnjit_status ffnjit_checkpoint_fingerprint(const char* dir, char* out, size_t out_size) {
+  if (!dir || !*dir) return invalid("checkpoint_dir is empty; pass the directory holding config.json");
+  if (!out || out_size < 65)
+    return invalid("out must hold 65 bytes (64 hex digits and the NUL); pass a char[65]");
+  out[0] = 0;
+  auto ckpt = model::Checkpoint::open(dir);
+  if (!ckpt) return fail(ckpt.error());
+  std::memcpy(out, ckpt->info().fingerprint.c_str(), 65);
+  return ok();
+}
+
 void ffnjit_context_options_init(ffnjit_context_options* o) {
   if (!o) return;
   o->device = 0;
@@ -326,6 +338,14 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
                    " is NULL; pass the device pointer of that weight");
   if (!d->gated && d->gate_proj)
     return invalid("gate_proj is set for a non-gated layer; set gated=1 or pass gate_proj=NULL");
+  if (d->activation != FFNJIT_ACTIVATION_RELU && d->activation != FFNJIT_ACTIVATION_RELU2 &&
+      d->activation != FFNJIT_ACTIVATION_FATRELU)
+    return invalid("activation=" + std::to_string(int(d->activation)) +
+                   " is not an ffnjit_activation; use FFNJIT_ACTIVATION_RELU, _RELU2 or _FATRELU");
+  if (d->activation != FFNJIT_ACTIVATION_FATRELU && d->activation_threshold != 0.0f)
+    return invalid("activation_threshold is set but the activation is not FFNJIT_ACTIVATION_FATRELU; pass 0");
+  if (d->gate_bias || d->up_bias || d->down_bias || d->activation != FFNJIT_ACTIVATION_RELU)
+    return fail(unsupported("FFN biases and activations other than ReLU are not served by this build yet"));
   KernelSpec probe = default_spec(Family::kGatePack, {d->d_model, d->d_ff, d->gated != 0}, ctx->arch, {1, 1},
                                   Sparsity{d->tile_n ? d->tile_n : 128, d->capacity ? d->capacity : 31});
   if (Status s = probe.validate(); !s) return fail(s);
@@ -388,6 +408,7 @@ ffnjit_status ffnjit_context_get_stats(const ffnjit_context* ctx, ffnjit_context
   out->kernels_from_cache = ctx->kernels.loaded_from_backing();
   out->tuned_buckets = ctx->tuned_buckets.load();
   out->default_buckets = ctx->default_buckets.load();
+  out->shape_buckets = 0;
   return ok();
 }
 

@@ -58,6 +58,13 @@ FFNJIT_API const char* ffnjit_last_error(void);
 /* Name of a status ("FFNJIT_STATUS_INVALID_ARGUMENT"). Thread-safe. */
 FFNJIT_API const char* ffnjit_status_name(ffnjit_status status);
 
+/* The 64 lower-case hex digits that identify a checkpoint directory's weights (the
+ * fingerprint `ffnjit tune` and `ffnjit profile` print and key tuning records by): SHA-256
+ * of config.json and the tensors' names, dtypes, shapes and sampled bytes, independent of
+ * path and shard layout. Writes 65 bytes (with the NUL) to `out`; out_size must be >= 65.
+ * Reads the checkpoint's headers and a sample of its FFN tensors. Thread-safe. */
+FFNJIT_API ffnjit_status ffnjit_checkpoint_fingerprint(const char* checkpoint_dir, char* out, size_t out_size);
+
 typedef struct ffnjit_context ffnjit_context;
 typedef struct ffnjit_layer ffnjit_layer;
 
@@ -86,8 +93,10 @@ FFNJIT_API ffnjit_status ffnjit_context_create(const ffnjit_context_options* opt
 typedef struct ffnjit_context_stats {
   int64_t kernels_compiled;   /* kernels NVRTC compiled in this process (0 when the cache is warm) */
   int64_t kernels_from_cache; /* kernels loaded from cached binaries */
-  int64_t tuned_buckets;      /* (layer, bucket) pairs served by a tuned winner from the cache */
+  int64_t tuned_buckets;      /* (layer, bucket) pairs served by a record tuned for the layer's layer_id */
   int64_t default_buckets;    /* (layer, bucket) pairs served by the default configuration */
+  int64_t shape_buckets;      /* (layer, bucket) pairs served by a record for the layer's shape (no
+                                 record for its layer_id, or no layer_id) */
 } ffnjit_context_stats;
 
 /* Counters of how this context found its kernels. Thread-safe. */
@@ -104,6 +113,19 @@ FFNJIT_API void ffnjit_context_destroy(ffnjit_context* ctx);
 
 typedef enum ffnjit_dtype { FFNJIT_BF16 = 0, FFNJIT_DTYPE_MAX_ENUM = 0x7fffffff } ffnjit_dtype;
 
+/* The FFN's activation; every one gives exactly 0 for an inactive neuron, which is what
+ * the sparse kernels skip. z is the gate pre-activation (gated: x Wg^T + gate_bias;
+ * non-gated: x Wu^T + up_bias). */
+typedef enum ffnjit_activation {
+  FFNJIT_ACTIVATION_RELU = 0,    /* max(z, 0) */
+  FFNJIT_ACTIVATION_RELU2 = 1,   /* max(z, 0)^2 (squared ReLU) */
+  FFNJIT_ACTIVATION_FATRELU = 2, /* z if z > activation_threshold, else 0 (threshold >= 0) */
+  FFNJIT_ACTIVATION_MAX_ENUM = 0x7fffffff
+} ffnjit_activation;
+
+/* Longest layer_id ffnjit_layer_register accepts, without the terminating NUL. */
+#define FFNJIT_LAYER_ID_MAX 255
+
 typedef struct ffnjit_layer_desc {
   int d_model;             /* hidden size, multiple of 8 */
   int d_ff;                /* FFN size, multiple of 8 */
@@ -112,9 +134,19 @@ typedef struct ffnjit_layer_desc {
   const void* gate_proj;   /* Wg [d_ff][d_model] (Hugging Face gate_proj.weight); NULL when not gated */
   const void* up_proj;     /* Wu [d_ff][d_model] */
   const void* down_proj;   /* Wd [d_model][d_ff] */
-  const char* layer_id;    /* identity for the cache: checkpoint fingerprint + layer index */
-  int tile_n;              /* TwELL tile width (0: default 128) */
-  int capacity;            /* TwELL entries per (token, tile) (0: default 31) */
+  /* Which tuning records serve this layer (docs/identity.md): "<fingerprint>:<index>" with
+   * the checkpoint's 64-hex fingerprint (ffnjit_checkpoint_fingerprint, printed by
+   * `ffnjit tune`) and the FFN layer index, or "<fingerprint>:<index>:tp<size>.<rank>" for
+   * one tensor-parallel shard. Lookup: records tuned for this layer_id, else records for
+   * the layer's shape, else the default kernels. NULL or "": shape records only. */
+  const char* layer_id;
+  int tile_n;              /* TwELL tile width (0: the tuned record's, else 128) */
+  int capacity;            /* TwELL entries per (token, tile) (0: the tuned record's, else 31) */
+  const void* gate_bias;   /* [d_ff] bf16 or NULL: gate_proj.bias (gated layers only) */
+  const void* up_bias;     /* [d_ff] bf16 or NULL: up_proj.bias, or fc1.bias of a non-gated layer */
+  const void* down_bias;   /* [d_model] bf16 or NULL: down_proj.bias / fc2.bias */
+  ffnjit_activation activation; /* 0 (FFNJIT_ACTIVATION_RELU) unless set */
+  float activation_threshold;   /* FFNJIT_ACTIVATION_FATRELU only; must be 0 otherwise */
 } ffnjit_layer_desc;
 
 /* Registers a layer: validates the description, copies the weights into the
