@@ -288,7 +288,9 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
   ctx->device = std::make_unique<Device>(std::move(*dev));
   ctx->arch = *arch;
   ctx->options = o;
-  ctx->cache_path = cache::resolve_cache_path(o.cache_path ? o.cache_path : "");
+  auto cache_path = cache::resolve_cache_path(o.cache_path);  // NULL: the default; "": an error
+  if (!cache_path) return fail(cache_path.error());
+  ctx->cache_path = *cache_path;
   ctx->options.cache_path = nullptr;  // the caller's string may not outlive the call
   cache::OpenOptions co;
   co.read_only = o.miss_policy == FFNJIT_CACHE_ONLY;

@@ -70,7 +70,7 @@ untouched cut.db "cut.db is damaged or truncated" cache merge cut.db --cache goo
 
 # From a newer ffnjit (schema v9).
 sqlite3 newer.db "PRAGMA application_id = 1179012682; PRAGMA user_version = 9; CREATE TABLE binaries (k); CREATE TABLE tuning (k);"
-newer_msg="newer.db was created by a newer ffnjit (schema v9, this build reads up to v1); upgrade ffnjit or use another --cache"
+newer_msg="newer.db was created by a newer ffnjit (schema v9, this build reads up to v2); upgrade ffnjit or use another --cache"
 untouched newer.db "$newer_msg" cache ls --cache newer.db
 untouched newer.db "$newer_msg" cache import shipped.ffnjit --cache newer.db
 untouched newer.db "$newer_msg" cache gc --cache newer.db
