@@ -39,8 +39,9 @@ bool trusted_owner(uid_t owner) {
 }
 
 std::string owner_problem(const std::string& what, uid_t owner) {
-  return what + " is owned by " + user_name(owner) + ", not by you (" + user_name(::geteuid()) +
-         ") or root";
+  const uid_t me = ::geteuid();
+  return what + " is owned by " + user_name(owner) + ", not by " +
+         (me == 0 ? std::string("root") : "you (" + user_name(me) + ") or root");
 }
 
 std::string parent_of(const std::string& path) {

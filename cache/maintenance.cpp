@@ -125,6 +125,16 @@ Error refuse_record(const std::string& other, const char* kind, const std::strin
       "or tune on this machine");
 }
 
+// "its winner is not JSON" out of a row decoder's "record K is damaged: its winner is
+// not JSON; run ..." (the refusal names the record and the fix itself).
+std::string damage(const Error& e) {
+  const std::string& m = e.message;
+  size_t at = m.find("is damaged: ");
+  if (at == std::string::npos) return m;
+  at += 12;
+  return m.substr(at, m.find(';', at) - at);
+}
+
 // Is `key` a sound binary of the destination cache?
 Expected<bool> have_sound_binary(sql::Db& db, const std::string& key) {
   auto st = db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries WHERE key = ?1");
@@ -153,7 +163,7 @@ Expected<Verdict> verify_other(sql::Db& in, sql::Db& out, const std::string& oth
     FFNJIT_TRY(sel->each_row([&]() -> Status {
       const std::string key = sel->text(0), name = sel->text(1);
       auto r = binary_from_row(*sel);
-      if (!r) return refuse_record(other, "binary", key, name, "is damaged: " + r.error().message);
+      if (!r) return refuse_record(other, "binary", key, name, "is damaged: " + damage(r.error()));
       if (auto p = problems(*r); !p.empty())
         return refuse_record(other, "binary", key, name, "fails: " + join(p, "; "));
       if (o.check_binary) {
@@ -176,7 +186,7 @@ Expected<Verdict> verify_other(sql::Db& in, sql::Db& out, const std::string& oth
   FFNJIT_TRY(sel->each_row([&]() -> Status {
     const std::string key = sel->text(0), layer = sel->text(7);
     auto r = tuning_from_row(*sel);
-    if (!r) return refuse_record(other, "tuning", key, layer, "is damaged: " + r.error().message);
+    if (!r) return refuse_record(other, "tuning", key, layer, "is damaged: " + damage(r.error()));
     if (auto p = problems(*r); !p.empty())
       return refuse_record(other, "tuning", key, layer, "fails: " + join(p, "; "));
     if (r->key() != key)

@@ -270,7 +270,7 @@ Status write_all(int fd, const std::string& bytes) {
 // place, which fails rather than replace anything (or follow a symlink) already
 // there. Another process creating it at the same time is fine: one link wins.
 Status create_cache_file(const std::string& path) {
-  auto image = initial_image();
+  static const Expected<std::string> image = initial_image();  // the same bytes every time
   if (!image) return image.error();
   const std::string dir = dir_of(path);
   const std::string fail = "cannot create " + path + ": ";
