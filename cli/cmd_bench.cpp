@@ -94,7 +94,11 @@ int cmd_bench(const Argv& argv) {
   o.measure.samples = int(*samples), o.heaviest = *heaviest;
   o.checkpoint = args.get("checkpoint"), o.inputs = args.get("inputs");
   const bool checkpoint = !o.checkpoint.empty();
-  if (checkpoint) o.cache_path = cache::resolve_cache_path(args.get("cache"));
+  if (checkpoint) {
+    auto path = cache::resolve_cache_path(args.has("cache") ? args.get("cache").c_str() : nullptr);
+    if (!path) return report_error("bench", path.error().message, 2);
+    o.cache_path = *path;
+  }
   if (checkpoint && (o.heavy || o.tuned || o.shift))
     return report_error("bench", "--heavy, --tuned and --shift are synthetic options; with --checkpoint the tuned "
                                  "records come from the cache (`ffnjit tune` first)", 2);

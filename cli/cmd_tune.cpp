@@ -72,7 +72,9 @@ int cmd_tune(const Argv& argv) {
   o.checkpoint = args.get("checkpoint");
   o.profile = args.get("profile");
   o.inputs = args.get("inputs");
-  o.cache_path = cache::resolve_cache_path(args.get("cache"));
+  auto cache_path = cache::resolve_cache_path(args.has("cache") ? args.get("cache").c_str() : nullptr);
+  if (!cache_path) return report_error("tune", cache_path.error().message, 2);
+  o.cache_path = *cache_path;
   auto buckets = parse_buckets(args.get("buckets"));
   if (!buckets) return report_error("tune", buckets.error().message, 2);
   o.buckets = *buckets;

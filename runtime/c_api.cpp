@@ -228,6 +228,8 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
     if (o.miss_policy != FFNJIT_COMPILE_ON_MISS && o.miss_policy != FFNJIT_CACHE_ONLY)
       return invalid("options->miss_policy=" + std::to_string(int(o.miss_policy)) +
                      " is not FFNJIT_COMPILE_ON_MISS or FFNJIT_CACHE_ONLY");
+    auto cache_path = cache::resolve_cache_path(o.cache_path);  // NULL: the default; "": an error
+    if (!cache_path) return fail(cache_path.error());
     auto dev = Device::open(o.device);
     if (!dev) return fail(dev.error());
     auto arch = parse_arch(dev->info().arch);
@@ -236,7 +238,7 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
     ctx->device = std::make_unique<Device>(std::move(*dev));
     ctx->arch = *arch;
     ctx->options = o;
-    ctx->cache_path = cache::resolve_cache_path(o.cache_path ? o.cache_path : "");
+    ctx->cache_path = *cache_path;
     ctx->options.cache_path = nullptr;  // the caller's string may not outlive the call
     cache::OpenOptions co;
     co.read_only = o.miss_policy == FFNJIT_CACHE_ONLY;
