@@ -1,14 +1,16 @@
 """Runs the package's CPU tests (unittest, no pytest needed) and ends with the line
 'N passed, N failed, N skipped'. Exit status 1 on any failure or error.
 
-usage: python run_tests.py [--no-torch] [pattern ...]
---no-torch: only the modules that need neither PyTorch nor transformers."""
+usage: python run_tests.py [--no-torch | --torch] [module ...]
+--no-torch: only the modules that need neither PyTorch nor transformers;
+--torch: only the others (and test_import, which checks both cases)."""
 import os
 import sys
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NO_TORCH = ["test_identity", "test_activation", "test_native", "test_import"]
+TORCH = ["test_torch_op", "test_hf", "test_import"]
 
 
 def main(argv):
@@ -16,6 +18,8 @@ def main(argv):
     names = [a for a in argv if not a.startswith("--")]
     if "--no-torch" in argv:
         names = names or NO_TORCH
+    elif "--torch" in argv:
+        names = names or TORCH
     loader = unittest.TestLoader()
     suite = (loader.loadTestsFromNames(names) if names
              else loader.discover(HERE, pattern="test_*.py", top_level_dir=HERE))
