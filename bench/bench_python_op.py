@@ -14,6 +14,7 @@ Per row (all medians of 980 calls in batches of 20, as bench/bench_host_overhead
   own       fwd - kernels x launch: ffnjit's own host share (target <= 2 us)
   repeat    the same call repeated (same pointers: one cached graph launch), minus `ctypes`
   op        torch.ops.ffnjit.ffn(x_i, layer) eagerly (allocates out and the workspace)
+  direct    the op's implementation called directly (ffnjit.ops.ffn_impl: no dispatcher)
   py        op - fwd - ctypes: PyTorch's dispatch, the allocations and ffnjit's Python
 
     python3 bench/bench_python_op.py [--tokens 1,64,2048] [--d-model 2048 --d-ff 5632] [--cache PATH]
@@ -141,7 +142,8 @@ def main():
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, ffnjit {ffnjit.__version__}, "
           f"layer {args.d_model}x{args.d_ff} gated, ~1% active")
     print(f"driver launch of an empty kernel: {launch_us:.2f} us; ctypes call of the C API: {ctypes_us:.2f} us")
-    print(f"{'tokens':>6} {'kernels':>7} {'fwd_us':>7} {'own_us':>7} {'repeat_us':>9} {'op_us':>6} {'py_us':>6}")
+    print(f"{'tokens':>6} {'kernels':>7} {'fwd_us':>7} {'own_us':>7} {'repeat_us':>9} {'op_us':>6} {'direct_us':>9} "
+          f"{'py_us':>6}")
     worst = 0.0
     for tokens in [int(t) for t in args.tokens.split(",")]:
         xs = [torch.randn(tokens, args.d_model, device="cuda").to(torch.bfloat16) for _ in range(8)]
@@ -173,11 +175,17 @@ def main():
             k = j[0] = (j[0] + 1) % 8
             torch.ops.ffnjit.ffn(xs[k], layer.op_id)
 
-        eager_op()
+        def direct():
+            k = j[0] = (j[0] + 1) % 8
+            ffnjit.ops.ffn_impl(xs[k], layer.op_id)
+
+        eager_op(), direct()
         op_us = time_host(eager_op, sync)
+        direct_us = time_host(direct, sync)
         py_us = op_us - fwd_us - ctypes_us
         worst = max(worst, own_us)
-        print(f"{tokens:>6} {kernels:>7} {fwd_us:>7.2f} {own_us:>7.2f} {repeat_us:>9.2f} {op_us:>6.2f} {py_us:>6.2f}")
+        print(f"{tokens:>6} {kernels:>7} {fwd_us:>7.2f} {own_us:>7.2f} {repeat_us:>9.2f} {op_us:>6.2f} {direct_us:>9.2f} "
+              f"{py_us:>6.2f}")
     print(f"ffnjit's own host share with changing pointers: at most {worst:.2f} us per call "
           f"({'within' if worst <= 2.0 else 'above'} the 2 us target)")
     layer.close()

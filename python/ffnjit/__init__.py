@@ -15,7 +15,7 @@ from .identity import checkpoint_fingerprint, layer_id, parse_layer_id
 from .runtime import BUCKETS, Context, Layer, context
 
 try:
-    from importlib.metadata import PackageNotFoundError, version as _dist_version
+    from importlib.metadata import version as _dist_version
     __version__ = _dist_version("ffnjit")
 except Exception:  # noqa: BLE001 - running from a source tree
     __version__ = "0+unknown"

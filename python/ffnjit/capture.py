@@ -9,7 +9,7 @@ import ctypes
 import json
 import os
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -36,8 +36,8 @@ def capture_inputs(model: torch.nn.Module, batches, path: str | os.PathLike, *, 
     current_mask: list[torch.Tensor | None] = [None]
 
     def hook_for(index):
-        def hook(_module, args, kwargs=None):
-            x = args[0] if args else next(iter((kwargs or {}).values()))
+        def hook(_module, args, kwargs):
+            x = args[0] if args else next(iter(kwargs.values()))
             if max_rows is not None and counts[index] >= max_rows:
                 return
             r = _rows(x.detach(), current_mask[0])
@@ -47,7 +47,7 @@ def capture_inputs(model: torch.nn.Module, batches, path: str | os.PathLike, *, 
             counts[index] += r.shape[0]
         return hook
 
-    handles = [f.input_module.register_forward_pre_hook(hook_for(f.index)) for f in ffns]
+    handles = [f.input_module.register_forward_pre_hook(hook_for(f.index), with_kwargs=True) for f in ffns]
     try:
         if isinstance(batches, (torch.Tensor, Mapping)):
             batches = [batches]

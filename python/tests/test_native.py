@@ -33,7 +33,7 @@ class StructLayoutTest(TempDirTest):
             lines.append(f'printf("{cname} size %zu\\n", sizeof({cname}));')
             for field, _ in cls._fields_:
                 lines.append(f'printf("{cname} {field} %zu\\n", offsetof({cname}, {field}));')
-        lines.append(f'printf("FFNJIT_LAYER_ID_MAX %d\\n", FFNJIT_LAYER_ID_MAX);')
+        lines.append('printf("FFNJIT_LAYER_ID_MAX %d\\n", FFNJIT_LAYER_ID_MAX);')
         lines.append("return 0; }")
         src, exe = os.path.join(self.tmp, "layout.c"), os.path.join(self.tmp, "layout")
         with open(src, "w") as f:

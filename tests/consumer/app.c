@@ -18,7 +18,8 @@ int main(void) {
   }
   ffnjit_context* ctx = NULL;
   ffnjit_status s = ffnjit_context_create(NULL, &ctx);
-  printf("context: %s %s\n", ffnjit_status_name(s), s == FFNJIT_STATUS_OK ? "" : ffnjit_last_error());
+  printf("context: %s %s\n", ffnjit_status_name(s),
+         s == FFNJIT_STATUS_OK ? "" : ffnjit_last_error());
   ffnjit_context_destroy(ctx);
   return strcmp(ffnjit_status_name(FFNJIT_STATUS_NOT_FOUND), "FFNJIT_STATUS_NOT_FOUND") != 0;
 }
