@@ -20,6 +20,7 @@
 #include "runtime/device_weights.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/layer.hpp"
+#include "runtime/record_lookup.hpp"
 
 namespace {
 
@@ -74,9 +75,8 @@ struct ffnjit_context {
   // The SQLite cache, used only while resolving a bucket (never on the hot path).
   std::mutex cache_mu;
   std::unique_ptr<cache::Cache> cache;
-  cache::ToolchainIdentity identity;
+  RecordLookupState records;  // the cache's tuning records (guarded by cache_mu)
   std::atomic<int64_t> tuned_buckets{0}, shape_buckets{0}, default_buckets{0};
-  std::string skipped;  // the last "records for another toolchain" report
   // Lifetime: one reference for the handle (dropped by ffnjit_context_destroy) and
   // one per live layer; the last one to go deletes the context, so a layer never
   // points at freed memory. `destroyed` makes every later call on the context or
@@ -145,22 +145,6 @@ ffnjit_status guarded(F&& body) noexcept {
   } catch (...) {
     return fail(internal_error("unexpected exception"));
   }
-}
-
-// The record the cache holds for (signature, runtime bucket), rebuilt for this
-// layer shape and arch; a record must cover the whole runtime bucket.
-Expected<std::optional<Choice>> lookup_choice(ffnjit_context* ctx, const LayerShape& shape, const std::string& sig,
-                                              const BatchBucket& b) {
-  std::lock_guard<std::mutex> cl(ctx->cache_mu);
-  auto found = ctx->cache->find_tuning(ctx->identity, sig, b.max_tokens >= (1 << 30) ? b.min_tokens : b.max_tokens);
-  FFNJIT_TRY(found);
-  if (found->skipped.total()) ctx->skipped = found->skipped.message();
-  if (!found->record || found->record->bucket_min > b.min_tokens || found->record->bucket_max < b.max_tokens)
-    return std::optional<Choice>();
-  auto c = choice_from_json(found->record->winner, shape, ctx->arch,
-                            BatchBucket{int(found->record->bucket_min), int(found->record->bucket_max)});
-  FFNJIT_TRY(c);
-  return std::optional<Choice>(*c);
 }
 
 // The runtime bucket of a positive token count (the caller checked 1 <= tokens <= INT_MAX).
@@ -261,7 +245,7 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
     auto db = cache::Cache::open(ctx->cache_path, co);
     if (!db) return fail(db.error());
     ctx->cache = std::make_unique<cache::Cache>(std::move(*db));
-    ctx->identity = toolchain_identity(ctx->device->info());
+    ctx->records = {ctx->cache.get(), &ctx->cache_mu, toolchain_identity(ctx->device->info()), ctx->arch, {}};
     if (Status s = ctx->device->make_current(); !s) return fail(s);
     if (CUresult r = ctx->device->api()->cuStreamCreate(&ctx->capture_stream, CU_STREAM_NON_BLOCKING); r != CUDA_SUCCESS)
       return fail(drv::driver_error("cuStreamCreate", r));
@@ -269,7 +253,7 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
     ctx->kernels.set_backing(
         {[raw](const std::string& key) -> Expected<std::optional<CompiledKernel>> {
            std::lock_guard<std::mutex> l(raw->cache_mu);
-           auto f = raw->cache->find_binary(key, raw->identity);
+           auto f = raw->cache->find_binary(key, raw->records.identity);
            FFNJIT_TRY(f);
            if (!f->record) return std::optional<CompiledKernel>();
            return std::optional<CompiledKernel>(from_record(*f->record));
@@ -279,9 +263,7 @@ ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnji
            return raw->cache->put_binary(to_record(k, src));
          },
          o.miss_policy == FFNJIT_COMPILE_ON_MISS});
-    ctx->lookup = [raw](const LayerShape& shape, const std::string& sig, const BatchBucket& b) {
-      return lookup_choice(raw, shape, sig, b);
-    };
+    ctx->lookup = record_lookup(ctx->records);
     *out = ctx.release();
     return ok();
   });

@@ -36,7 +36,7 @@ Expected<LayerId> parse_layer_id(const std::string& s) {
     return user_error("layer_id is " + std::to_string(s.size()) + " bytes, more than " + std::to_string(kLayerIdMax) +
                       kGrammar);
   LayerId id;
-  if (s.size() < 66 || s[64] != ':' || !is_fingerprint(s.substr(0, 64)))
+  if (s.size() < 65 || s[64] != ':' || !is_fingerprint(s.substr(0, 64)))
     return user_error("layer_id does not start with a 64-digit lower-case hex fingerprint and ':'" +
                       std::string(kGrammar) + " (ffnjit_checkpoint_fingerprint computes the fingerprint)");
   id.fingerprint = s.substr(0, 64);

@@ -59,6 +59,7 @@ class Layer {
   ~Layer();
 
   const LayerShape& shape() const { return options_.shape; }
+  Arch arch() const { return arch_; }
   const LayerOptions& options() const { return options_; }
   // The shape signature records for any layer of this shape are stored under.
   const std::string& shape_signature() const { return shape_signature_; }
@@ -92,6 +93,9 @@ class Layer {
   Expected<Histograms> histograms() const;
 
   const DeviceWeights& weights() const { return weights_; }
+  // The weights as the sparse kernels read them, with the layer's overflow counter.
+  const FfnDeviceWeights& sparse_weights() const { return sparse_weights_; }
+  Status reset_overflow() const { return counters_.fill_bytes(0); }
 
  private:
   Layer(KernelTable& kernels, Arch arch, LayerOptions options);

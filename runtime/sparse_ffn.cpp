@@ -185,6 +185,18 @@ Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg,
   return launch_up_down(k, cfg, l, w, x, out, tokens, workspace, stream);
 }
 
+Status sparse_ffn_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                       CUdeviceptr x, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  return launch_gate(k, cfg, layout(cfg, tokens), w, x, tokens, workspace, stream);
+}
+
+Status sparse_ffn_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  return launch_up_down(k, cfg, layout(cfg, tokens), w, x, out, tokens, workspace, stream);
+}
+
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                        int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};

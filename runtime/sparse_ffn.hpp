@@ -90,6 +90,10 @@ TwellView twell_in_workspace(const SparseFfnConfig& cfg, int tokens, CUdeviceptr
 // the gate (writes the TwELL workspace) and up/down (or up + down) reading it.
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                        int tokens, CUdeviceptr workspace, CUstream stream);
+Status sparse_ffn_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                       CUdeviceptr x, int tokens, CUdeviceptr workspace, CUstream stream);
+Status sparse_ffn_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
 Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                           CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
 

@@ -65,7 +65,7 @@ struct Fixture {
     desc.gate_proj = gated ? reinterpret_cast<void*>(wg.ptr()) : nullptr;
     desc.up_proj = reinterpret_cast<void*>(wu.ptr());
     desc.down_proj = reinterpret_cast<void*>(wd.ptr());
-    desc.layer_id = "test#0";
+    desc.layer_id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef:0";
     REQUIRE(ffnjit_layer_register(ctx, &desc, &handle) == FFNJIT_STATUS_OK);
   }
   ~Fixture() {
