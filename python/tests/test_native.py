@@ -64,7 +64,7 @@ class VersionTest(unittest.TestCase):
 class BucketTableTest(unittest.TestCase):
     def test_matches_the_cli_default(self):
         out = cli("tune", "--help", check=True).stdout
-        default = re.search(r"--buckets LIST\s+token buckets \(default: ([^)]*)\)", out).group(1)
+        default = re.search(r"--buckets LIST\n[^\n]*\(default: ([^)]*)\)\n", out).group(1)
         self.assertEqual(default, ",".join(name for name, _ in runtime.BUCKETS))
         for name, first in runtime.BUCKETS:
             self.assertEqual(int(name.split("-")[0].rstrip("+")), first)
