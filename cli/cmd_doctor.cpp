@@ -9,6 +9,7 @@
 #include "cli/commands.hpp"
 #include "codegen/compile.hpp"
 #include "codegen/version.hpp"
+#include "ffnjit/ffnjit.h"
 #include "runtime/driver.hpp"
 
 namespace ffnjit::cli {
