@@ -344,32 +344,17 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
                    " is not an ffnjit_activation; use FFNJIT_ACTIVATION_RELU, _RELU2 or _FATRELU");
   if (d->activation != FFNJIT_ACTIVATION_FATRELU && d->activation_threshold != 0.0f)
     return invalid("activation_threshold is set but the activation is not FFNJIT_ACTIVATION_FATRELU; pass 0");
-  if (d->gate_bias || d->up_bias || d->down_bias || d->activation != FFNJIT_ACTIVATION_RELU)
-    return fail(unsupported("FFN biases and activations other than ReLU are not served by this build yet"));
-  KernelSpec probe = default_spec(Family::kGatePack, {d->d_model, d->d_ff, d->gated != 0}, ctx->arch, {1, 1},
-                                  Sparsity{d->tile_n ? d->tile_n : 128, d->capacity ? d->capacity : 31});
+  LayerShape shape{d->d_model, d->d_ff, d->gated != 0, DType::kBF16};
+  shape.activation = d->activation == FFNJIT_ACTIVATION_RELU2     ? Activation::kRelu2
+                     : d->activation == FFNJIT_ACTIVATION_FATRELU ? Activation::kFatRelu
+                                                                  : Activation::kRelu;
+  shape.gate_bias = d->gate_bias != nullptr, shape.up_bias = d->up_bias != nullptr;
+  shape.down_bias = d->down_bias != nullptr;
+  KernelSpec probe =
+      default_spec(Family::kGatePack, shape, ctx->arch, {1, 1},
+                   Sparsity{d->tile_n ? d->tile_n : 128, d->capacity ? d->capacity : 31});
   if (Status s = probe.validate(); !s) return fail(s);
-  const drv::Api* cu = ctx->device->api();
-  for (const void* p : {d->gate_proj, d->up_proj, d->down_proj}) {
-    if (!p) continue;
-    if (reinterpret_cast<uintptr_t>(p) % 16) return invalid("weight pointers must be 16-byte aligned");
-    const int dev = pointer_device(cu, p);
-    if (dev != ctx->options.device)
-      return invalid(dev < 0 ? "a weight pointer is not CUDA device memory; pass device pointers"
-                             : "a weight pointer is on device " + std::to_string(dev) + ", the context on device " +
-                                   std::to_string(ctx->options.device));
-  }
   if (Status s = ctx->device->make_current(); !s) return fail(s);
-  // Copy device -> host -> device through DeviceWeights: registration is rare and
-  // this keeps one upload path; the caller's buffers are free to go afterwards.
-  const size_t bytes = size_t(d->d_ff) * d->d_model * 2;
-  std::vector<uint16_t> wg(d->gated ? bytes / 2 : 0), wu(bytes / 2), wd(bytes / 2);
-  if (d->gated && cu->cuMemcpyDtoH(wg.data(), CUdeviceptr(d->gate_proj), bytes) != CUDA_SUCCESS)
-    return invalid("gate_proj could not be read; it must hold d_ff*d_model bf16 values");
-  if (cu->cuMemcpyDtoH(wu.data(), CUdeviceptr(d->up_proj), bytes) != CUDA_SUCCESS)
-    return invalid("up_proj could not be read; it must hold d_ff*d_model bf16 values");
-  if (cu->cuMemcpyDtoH(wd.data(), CUdeviceptr(d->down_proj), bytes) != CUDA_SUCCESS)
-    return invalid("down_proj could not be read; it must hold d_model*d_ff bf16 values");
   auto layer = std::make_unique<ffnjit_layer>();
   layer->ctx = ctx;
   layer->id = d->layer_id ? d->layer_id : "";
@@ -377,9 +362,18 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
   layer->sparsity = probe.sparsity;
   layer->sparsity_from_desc = d->tile_n || d->capacity;
   layer->signature = layer->id.empty() ? shape_signature(layer->shape) : layer->id;
-  HostFfnWeights hw{d->gated ? wg.data() : nullptr, wu.data(), wd.data(), layer->shape};
-  // Wd stays on the device too: a bucket whose tuned winner is dense needs it.
-  auto w = DeviceWeights::upload(ctx->kernels, ctx->arch, hw, nullptr, /*with_dense=*/true);
+  // Weights and biases are validated and copied into layer-owned memory; Wd stays on
+  // the device too: a bucket whose tuned winner is dense needs it.
+  const DeviceFfnSource src{d->gated ? d->gate_proj : nullptr,
+                            d->up_proj,
+                            d->down_proj,
+                            layer->shape,
+                            d->gate_bias,
+                            d->up_bias,
+                            d->down_bias,
+                            d->activation_threshold};
+  auto w = DeviceWeights::copy_from_device(ctx->kernels, ctx->arch, ctx->options.device, src,
+                                           /*with_dense=*/true);
   if (!w) return fail(w.error());
   layer->weights = std::move(*w);
   auto counters = DeviceBuffer::alloc(256);

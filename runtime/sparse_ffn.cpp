@@ -1,5 +1,5 @@
-// The sparse FFN forward: gate (gate_pack, or GEMM + pack) -> up_down (or up + down)
-// on the caller's stream.
+// The sparse FFN forward: gate (gate_pack, gate_gemv, or GEMM + pack) -> up_down (or
+// up + down) on the caller's stream.
 #include "runtime/sparse_ffn.hpp"
 
 #include <algorithm>
@@ -33,9 +33,27 @@ Layout layout(const SparseFfnConfig& cfg, int tokens) {
 
 unsigned ceil_div(long long a, long long b) { return unsigned((a + b - 1) / b); }
 
+bool same_math(const LayerShape& a, const LayerShape& b) {
+  return a.d_model == b.d_model && a.d_ff == b.d_ff && a.gated == b.gated &&
+         a.activation == b.activation && a.gate_bias == b.gate_bias && a.up_bias == b.up_bias &&
+         a.down_bias == b.down_bias;
+}
+
 bool same_layer(const KernelSpec& a, const KernelSpec& b) {
   return a.sparsity.tile_n == b.sparsity.tile_n && a.sparsity.capacity == b.sparsity.capacity &&
-         a.layer.d_model == b.layer.d_model && a.layer.d_ff == b.layer.d_ff && a.layer.gated == b.layer.gated;
+         same_math(a.layer, b.layer);
+}
+
+// The kernels were generated for the weights' layer: a bias they would add is there,
+// and one the layer has is never dropped.
+Status check_weights(const SparseFfnConfig& cfg, const FfnDeviceWeights& w) {
+  const LayerShape& L = w.layer;
+  if (!same_math(cfg.gate.layer, L))
+    return internal_error(
+        "sparse config was made for another layer (activation, biases or shape) than its weights");
+  if ((L.gate_bias && !w.gate_bias) || (L.up_bias && !w.up_bias) || (L.down_bias && !w.down_bias))
+    return internal_error("layer has a bias flag without its device pointer");
+  return {};
 }
 
 }  // namespace
@@ -125,6 +143,7 @@ Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const 
     FFNJIT_CU(cuMemsetD32Async(overflow, 0, 1, stream));
   }
   const CUdeviceptr gate_w = w.layer.gated ? w.w_gate : w.w_up;
+  const CUdeviceptr gate_b = w.layer.gated ? w.gate_bias : w.up_bias;  // 0 without one
   const size_t nt = size_t(cfg.gate.n_tiles()), cap = size_t(cfg.gate.sparsity.capacity);
   // The TwELL buffers from token r0 on.
   auto twell = [&](int r0) {
@@ -138,6 +157,8 @@ Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const 
     const bool prefetch = cfg.gate.family == Family::kGateGemv && tokens <= kPrefetchRowsTokens;
     GatePackParams gp{reinterpret_cast<const u16*>(x),
                       reinterpret_cast<const u16*>(gate_w),
+                      reinterpret_cast<const u16*>(gate_b),
+                      w.threshold,
                       twell(0),
                       tokens,
                       reinterpret_cast<const u16*>(prefetch && w.layer.gated ? w.w_up : 0),
@@ -150,9 +171,12 @@ Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const 
   const int dm = cfg.gate.layer.d_model, dff = cfg.gate.layer.d_ff;
   for (int r0 = 0; r0 < tokens; r0 += kGateGemmRows) {
     const int rows = std::min(kGateGemmRows, tokens - r0);
-    FFNJIT_TRY(k.gemms->run(rows, dff, dm, true, x + size_t(r0) * dm * 2, gate_w, workspace + l.gate_out,
-                            workspace + l.gate_ws, stream));
-    PackParams pp{reinterpret_cast<const u16*>(workspace + l.gate_out), twell(r0), rows};
+    // The GEMM writes z = bf16(x . w + b) (bias epilogue, no ReLU): the pack kernel applies
+    // the activation itself, so its decision is the fused gates' code (docs/kernels.md).
+    FFNJIT_TRY(k.gemms->run(rows, dff, dm, false, gate_b, x + size_t(r0) * dm * 2, gate_w,
+                            workspace + l.gate_out, workspace + l.gate_ws, stream));
+    PackParams pp{reinterpret_cast<const u16*>(workspace + l.gate_out), w.threshold, twell(r0),
+                  rows};
     FFNJIT_TRY(launch_dependent(*k.gate, unsigned(rows), 1, &pp, stream));
   }
   return {};
@@ -165,6 +189,10 @@ Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, con
                   reinterpret_cast<const u16*>(w.layer.gated ? w.w_gate : w.w_up),
                   reinterpret_cast<const u16*>(w.w_up),
                   reinterpret_cast<const u16*>(w.w_down_t),
+                  reinterpret_cast<const u16*>(w.layer.gated ? w.gate_bias : w.up_bias),
+                  reinterpret_cast<const u16*>(w.layer.gated ? w.up_bias : 0),
+                  reinterpret_cast<const u16*>(w.down_bias),
+                  w.threshold,
                   reinterpret_cast<const u32*>(workspace + l.counts),
                   reinterpret_cast<u32*>(workspace + l.entries),
                   reinterpret_cast<u16*>(out),
@@ -180,6 +208,7 @@ Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, con
 Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
+  FFNJIT_TRY(check_weights(cfg, w));
   const Layout l = layout(cfg, tokens);
   FFNJIT_TRY(launch_gate(k, cfg, l, w, x, tokens, workspace, stream));
   return launch_up_down(k, cfg, l, w, x, out, tokens, workspace, stream);
@@ -188,6 +217,7 @@ Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg,
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                        int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
+  FFNJIT_TRY(check_weights(cfg, w));
   auto k = resolve_kernels(kernels, cfg);
   FFNJIT_TRY(k);
   return launch_gate(*k, cfg, layout(cfg, tokens), w, x, tokens, workspace, stream);
@@ -196,6 +226,7 @@ Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const F
 Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                           CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
+  FFNJIT_TRY(check_weights(cfg, w));
   auto k = resolve_kernels(kernels, cfg);
   FFNJIT_TRY(k);
   return launch_up_down(*k, cfg, layout(cfg, tokens), w, x, out, tokens, workspace, stream);

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "model/specialize.hpp"
+#include "runtime/device_weights.hpp"
 #include "support/strings.hpp"
 
 namespace ffnjit {
@@ -60,7 +61,9 @@ Expected<Plan> make_plan(const model::ModelInfo& info, const std::vector<BatchBu
   };
   std::map<std::string, Group> groups;
   for (const auto& L : info.layers) {
-    LayerShape shape{L.d_model, L.d_ff, L.gated, DType::kBF16};
+    auto math = checkpoint_layer_shape(info, L);  // with its activation and biases
+    FFNJIT_TRY(math);
+    const LayerShape shape = *math;
     std::string sig = shape_signature(shape);
     Sparsity sp;
     if (profile) {

@@ -262,10 +262,6 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
   auto ckpt = model::Checkpoint::open(o.checkpoint);
   FFNJIT_TRY(ckpt);
   const model::ModelInfo& info = ckpt->info();
-  for (const auto& L : info.layers)
-    if (!L.up_bias.empty() || !L.down_bias.empty())
-      return unsupported("layer " + std::to_string(L.index) +
-                         " has FFN biases; ffnjit's kernels compute bias-free FFNs, so this model cannot be tuned");
   std::optional<profile::Profile> prof;
   if (!o.profile.empty()) {
     auto p = profile::read(o.profile);
@@ -387,9 +383,10 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
       auto hw = ckpt->load_layer(e.representative);
       FFNJIT_TRY(hw);
       fresh.first = std::move(*hw);
-      HostFfnWeights h{e.layer.gated ? fresh.first.wg.data() : nullptr, fresh.first.wu.data(), fresh.first.wd.data(),
-                       e.layer};
-      auto w = DeviceWeights::upload(kernels, arch, h, stream, /*with_dense=*/true);
+      // Biases and activation with it: the kernels, the dense baseline and the reference
+      // all compute the layer's own math.
+      auto w = DeviceWeights::upload(kernels, arch, host_weights(fresh.first, e.layer), stream,
+                                     /*with_dense=*/true);
       FFNJIT_TRY(w);
       fresh.second = std::make_unique<DeviceWeights>(std::move(*w));
     }
