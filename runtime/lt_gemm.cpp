@@ -97,13 +97,10 @@ Status make_plan(cublasLtHandle_t lt, LtGemms::Plan& g, int m, int n, int k, boo
                              : bias       ? CUBLASLT_EPILOGUE_BIAS
                                           : CUBLASLT_EPILOGUE_RELU;
     FFNJIT_LT(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-    if (bias) {
+    if (bias) {  // bf16, C's type: cuBLASLt's default bias type for a bf16 output
       const void* ptr = reinterpret_cast<const void*>(bias);
       FFNJIT_LT(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr,
                                                sizeof(ptr)));
-      const int32_t bt = CUDA_R_16BF;
-      FFNJIT_LT(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
-                                               sizeof(bt)));
     }
   }
   FFNJIT_LT(cublasLtMatrixLayoutCreate(&g.a, CUDA_R_16BF, k, n, k));  // W as col-major K x N
