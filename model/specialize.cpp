@@ -312,8 +312,8 @@ Expected<PruneResult> prune_dead(const LayerWeights& w, const profile::LayerProf
                                  const uint16_t* x, int64_t tokens, int multiple) {
   if (!w.gate_bias.empty() || !w.up_bias.empty() || !w.down_bias.empty())
     return unsupported("layer " + std::to_string(w.index) +
-                       " has biases; pruning is measured with the bias-free fp64 "
-                       "reference, so it is not offered for this layer");
+                       " has biases; pruning does not remove a dead neuron's bias entries "
+                       "yet, so it is not offered for this layer");
   if (l.d_ff != w.d_ff || l.index != w.index)
     return user_error("the profile's layer " + std::to_string(l.index) +
                       " (d_ff=" + std::to_string(l.d_ff) + ") does not describe layer " +
