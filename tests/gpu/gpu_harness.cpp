@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -307,33 +308,37 @@ void precompile(Gpu& g, const std::vector<KernelSpec>& specs) {
   std::vector<KernelSpec> todo;
   for (const auto& s : specs)
     if (done.insert(s.canonical()).second) todo.push_back(s);
+  // NVRTC on worker threads; loading (which needs the device context current) here.
+  std::vector<std::optional<CompiledKernel>> compiled(todo.size());
   std::mutex mu;
   size_t next = 0;
   std::string first_error;
   auto work = [&] {
     while (true) {
-      KernelSpec spec;
+      size_t i;
       {
         std::lock_guard<std::mutex> l(mu);
         if (next == todo.size()) return;
-        spec = todo[next++];
+        i = next++;
       }
-      auto src = generate_source(spec);
+      auto src = generate_source(todo[i]);
       auto k = src ? compile(*src) : Expected<CompiledKernel>(src.error());
       std::lock_guard<std::mutex> l(mu);
-      if (!k) {
-        if (first_error.empty()) first_error = spec.kernel_name() + ": " + k.error().message;
-        continue;
-      }
-      if (auto a = g.kernels.add(spec, *k); !a && first_error.empty())
-        first_error = a.error().message;
+      if (k)
+        compiled[i] = std::move(*k);
+      else if (first_error.empty())
+        first_error = todo[i].kernel_name() + ": " + k.error().message;
     }
   };
   std::vector<std::thread> pool;
-  for (unsigned i = 0; i < std::max(1u, std::thread::hardware_concurrency()); ++i)
+  for (unsigned t = 0; t < std::max(1u, std::thread::hardware_concurrency()); ++t)
     pool.emplace_back(work);
   for (auto& t : pool) t.join();
   if (!first_error.empty()) throw std::runtime_error("precompile: " + first_error);
+  if (Status s = g.device->make_current(); !s) throw std::runtime_error(s.message());
+  for (size_t i = 0; i < todo.size(); ++i)
+    if (auto a = g.kernels.add(todo[i], *compiled[i]); !a)
+      throw std::runtime_error(a.error().message);
 }
 
 bool CaseResult::ok(double tol) const {
