@@ -1,6 +1,8 @@
 // The flags that describe a layer and a kernel configuration, shared by CLI commands.
 #include "cli/spec_args.hpp"
 
+#include "support/strings.hpp"
+
 namespace ffnjit::cli {
 
 void add_spec_options(Args& args) {
@@ -8,18 +10,29 @@ void add_spec_options(Args& args) {
       .option("d-ff", "N", "FFN intermediate size (multiple of 8)")
       .flag("gated", "gated FFN: (relu(x Wg^T) * x Wu^T) Wd^T (the default)")
       .flag("non-gated", "non-gated FFN: relu(x Wu^T) Wd^T")
+      .option(
+          "activation", "A",
+          "relu, relu2 (squared ReLU) or fatrelu (thresholded; the threshold is a launch value)",
+          std::string("relu"))
+      .option("bias", "LIST", "the layer's biases, comma-separated: gate (gated only), up, down")
       .option("tokens", "M", "token count the kernel is specialized for", std::string("2048"))
       .option("arch", "ARCH", "target: sm_80, sm_89 or sm_90a", std::string("sm_90a"))
-      .option("family", "F", "kernel family: gate_pack, gate_gemv, pack, up_down, up, down, transpose, dense_act or stats", std::string("gate_pack"))
+      .option("family", "F",
+              "kernel family: gate_pack, gate_gemv, pack, up_down, up, down, transpose, dense_act "
+              "or stats",
+              std::string("gate_pack"))
       .option("tile-n", "N", "TwELL tile width (32, 64, 128, 256)", std::string("128"))
       .option("capacity", "N", "TwELL entries per (token, tile)", std::string("31"))
       .option("bm", "N", "gate_pack: CTA tile rows (tokens); gate_gemv: tokens per CTA (8-32)")
       .option("bk", "N", "gate_pack: CTA tile depth (32 or 64)")
       .option("warps-m", "N", "gate_pack: warps along tokens")
       .option("warps-n", "N", "gate_pack: warps along neurons")
-      .option("stages", "N", "gate_pack: cp.async pipeline stages; gate_gemv: loads in flight per warp")
+      .option("stages", "N",
+              "gate_pack: cp.async pipeline stages; gate_gemv: loads in flight per warp")
       .option("threads", "N", "gate_gemv, pack, up_down, up, down: threads per CTA")
-      .option("splits", "N", "up_down, up: CTAs per token (tiles split); down: output column splits; gate_pack: CTAs per tile (a cluster splitting d_model, sm_90a)")
+      .option("splits", "N",
+              "up_down, up: CTAs per token (tiles split); down: output column splits; gate_pack: "
+              "CTAs per tile (a cluster splitting d_model, sm_90a)")
       .option("min-blocks", "N", "CTAs per SM promised to ptxas (caps registers)");
 }
 
@@ -43,6 +56,20 @@ Expected<KernelSpec> spec_from_args(const Args& args) {
   FFNJIT_TRY(cap);
 
   LayerShape layer{int(*d_model), int(*d_ff), !args.has("non-gated"), DType::kBF16};
+  auto act = parse_activation(args.get("activation"));
+  FFNJIT_TRY(act);
+  layer.activation = *act;
+  if (args.has("bias"))
+    for (const std::string& b : split(args.get("bias"), ',')) {
+      if (b == "gate")
+        layer.gate_bias = true;
+      else if (b == "up")
+        layer.up_bias = true;
+      else if (b == "down")
+        layer.down_bias = true;
+      else
+        return user_error("--bias " + args.get("bias") + ": '" + b + "' is not gate, up or down");
+    }
   BatchBucket bucket{int(*tokens), int(*tokens)};
   KernelSpec spec = default_spec(*family, layer, *arch, bucket, Sparsity{int(*tile_n), int(*cap)});
   struct Override {

@@ -6,8 +6,8 @@
 
 namespace ffnjit::cli {
 
-// Declares --d-model, --d-ff, --gated/--non-gated, --tokens, --arch, --family and
-// the tile overrides (--tile-n, --capacity, --bm, --bk, --warps-m, --warps-n,
+// Declares --d-model, --d-ff, --gated/--non-gated, --activation, --bias, --tokens, --arch, --family
+// and the tile overrides (--tile-n, --capacity, --bm, --bk, --warps-m, --warps-n,
 // --stages, --threads, --splits).
 void add_spec_options(Args& args);
 

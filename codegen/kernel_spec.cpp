@@ -41,6 +41,24 @@ const char* family_name(Family f) {
 
 const char* dtype_name(DType) { return "bf16"; }
 
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::kRelu:
+      return "relu";
+    case Activation::kRelu2:
+      return "relu2";
+    case Activation::kFatRelu:
+      return "fatrelu";
+  }
+  return "?";
+}
+
+Expected<Activation> parse_activation(const std::string& s) {
+  for (Activation a : {Activation::kRelu, Activation::kRelu2, Activation::kFatRelu})
+    if (s == activation_name(a)) return a;
+  return user_error("unknown activation '" + s + "'; use relu, relu2 or fatrelu");
+}
+
 const char* arch_name(Arch a) {
   switch (a) {
     case Arch::kSm80: return "sm_80";
@@ -81,6 +99,9 @@ Status KernelSpec::validate() const {
   if (L.d_model > 65536 || L.d_ff > (1 << 20))
     return user_error("d_model=" + str(L.d_model) + ", d_ff=" + str(L.d_ff) +
                       " exceed the supported maxima (65536, 1048576); shard the layer");
+  if (L.gate_bias && !L.gated)
+    return user_error(
+        "gate_bias is set on a non-gated layer; its first projection is up_proj/fc1: set up_bias");
   const auto& S = sparsity;
   if (!is_pow2(S.tile_n) || S.tile_n < 32 || S.tile_n > 256)
     return user_error("tile_n=" + str(S.tile_n) + " must be 32, 64, 128 or 256");
@@ -158,6 +179,35 @@ Status KernelSpec::validate() const {
   return {};
 }
 
+Activation KernelSpec::activation() const {
+  switch (family) {
+    case Family::kGatePack:
+    case Family::kGateGemv:
+    case Family::kPack:
+    case Family::kUpDown:
+    case Family::kDown:
+    case Family::kDenseAct:
+      return layer.activation;
+    default:
+      return Activation::kRelu;
+  }
+}
+
+bool KernelSpec::gate_bias() const {
+  const bool reads = family == Family::kGatePack || family == Family::kGateGemv ||
+                     family == Family::kUpDown || family == Family::kDown;
+  return reads && (layer.gated ? layer.gate_bias : layer.up_bias);
+}
+
+bool KernelSpec::up_bias() const {
+  const bool reads = family == Family::kUpDown || family == Family::kUp || family == Family::kDown;
+  return reads && layer.gated && layer.up_bias;
+}
+
+bool KernelSpec::down_bias() const {
+  return (family == Family::kUpDown || family == Family::kDown) && layer.down_bias;
+}
+
 int KernelSpec::block_threads() const {
   if (family == Family::kGatePack) return 32 * tile.warps_m * tile.warps_n;  // gate_gemv: tile.threads
   return tile.threads;
@@ -192,16 +242,34 @@ int KernelSpec::dynamic_smem_bytes() const {
   return 0;
 }
 
+namespace {
+
+// The name's math part: "_relu2" / "_fatrelu" (nothing for relu), then "_b" and the
+// biases the kernel reads: g (the gate projection's), u (a gated layer's Wu), d (Wd's).
+std::string math_suffix(const KernelSpec& s) {
+  std::string n;
+  if (s.activation() != Activation::kRelu) n += std::string("_") + activation_name(s.activation());
+  if (s.gate_bias() || s.up_bias() || s.down_bias())
+    n += std::string("_b") + (s.gate_bias() ? "g" : "") + (s.up_bias() ? "u" : "") +
+         (s.down_bias() ? "d" : "");
+  return n;
+}
+
+}  // namespace
+
 std::string KernelSpec::kernel_name() const {
   std::string a = arch_name(arch);
   a.erase(std::remove(a.begin(), a.end(), '_'), a.end());  // sm_90a -> sm90a
   std::string n = std::string("ffnjit_") + family_name(family) + "_" + a + "_" + dtype_name(layer.dtype);
   if (family == Family::kTranspose) return n;
-  if (family == Family::kDenseAct) return n + (layer.gated ? "_g" : "_ng") + "_n" + str(layer.d_ff) + "_t" + str(tile.threads);
-  if (family == Family::kStats || family == Family::kPack)
-    return n + "_n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" + str(sparsity.capacity) + "_t" +
+  if (family == Family::kDenseAct)
+    return n + (layer.gated ? "_g" : "_ng") + math_suffix(*this) + "_n" + str(layer.d_ff) + "_t" +
            str(tile.threads);
+  if (family == Family::kStats || family == Family::kPack)
+    return n + math_suffix(*this) + "_n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" +
+           str(sparsity.capacity) + "_t" + str(tile.threads);
   n += layer.gated ? "_g" : "_ng";
+  n += math_suffix(*this);
   n += "_k" + str(layer.d_model) + "n" + str(layer.d_ff) + "_tn" + str(sparsity.tile_n) + "c" +
        str(sparsity.capacity);
   if (family == Family::kGatePack)
@@ -227,6 +295,11 @@ std::string KernelSpec::canonical() const {
     << ";tile_n=" << sparsity.tile_n << ";capacity=" << sparsity.capacity << ";bm=" << tile.bm
     << ";bk=" << tile.bk << ";warps=" << tile.warps_m << "x" << tile.warps_n << ";stages=" << tile.stages
     << ";threads=" << tile.threads << ";splits=" << tile.splits << ";min_blocks=" << tile.min_blocks;
+  // The math beyond a bias-free ReLU, only when present: the specs (and cache keys) of
+  // bias-free ReLU kernels read as they did before activations and biases existed.
+  if (activation() != Activation::kRelu) o << ";act=" << activation_name(activation());
+  if (gate_bias() || up_bias() || down_bias())
+    o << ";bias=" << (gate_bias() ? "g" : "") << (up_bias() ? "u" : "") << (down_bias() ? "d" : "");
   return o.str();
 }
 

@@ -31,12 +31,31 @@ const char* arch_name(Arch a);      // "sm_90a"
 Expected<Family> parse_family(const std::string& s);
 Expected<Arch> parse_arch(const std::string& s);  // accepts sm_90a, sm90a, 90a
 
+// The FFN's activation of the gate pre-activation z (gated: z = x.Wg_j + bg_j; non-gated:
+// z = x.Wu_j + bu_j). Each is exactly 0 for an inactive neuron, which the sparse kernels
+// skip: active iff z > 0 (relu, relu2) or z > threshold (fatrelu), NaN active
+// (docs/kernels.md). The fatrelu threshold is a runtime value, not part of the spec.
+enum class Activation {
+  kRelu,     // max(z, 0)
+  kRelu2,    // max(z, 0)^2 (squared ReLU)
+  kFatRelu,  // z if z > threshold, else 0
+};
+const char* activation_name(Activation a);  // "relu", "relu2", "fatrelu"
+Expected<Activation> parse_activation(const std::string& s);
+
 // The layer problem. Shapes follow Hugging Face: Wg, Wu [d_ff, d_model], Wd [d_model, d_ff].
+// The bias flags say which of gate_proj.bias (gated only), up_proj.bias / fc1.bias and
+// down_proj.bias / fc2.bias the layer has; a kernel's code depends only on those its
+// family reads (KernelSpec::gate_bias() ...).
 struct LayerShape {
   int d_model = 0;
   int d_ff = 0;
   bool gated = true;
   DType dtype = DType::kBF16;
+  Activation activation = Activation::kRelu;
+  bool gate_bias = false;
+  bool up_bias = false;
+  bool down_bias = false;
 };
 
 // TwELL parameters: neurons per tile and entries stored per (token, tile).
@@ -88,6 +107,16 @@ struct KernelSpec {
   int block_threads() const;
   int dynamic_smem_bytes() const;
   int n_tiles() const { return (layer.d_ff + sparsity.tile_n - 1) / sparsity.tile_n; }
+  // The parts of the layer's math this family's code depends on (name, canonical text and
+  // template values use only these, so e.g. the pack kernel of a biased layer is the same
+  // kernel as an unbiased one's). activation(): gate_pack, gate_gemv, pack, up_down, down,
+  // dense_act (relu for the others). gate_bias(): the bias of the gate projection these
+  // kernels compute (Wg's when gated, Wu's when not): gate_pack, gate_gemv, up_down, down.
+  // up_bias(): Wu's bias of a gated layer: up_down, up, down. down_bias(): up_down, down.
+  Activation activation() const;
+  bool gate_bias() const;
+  bool up_bias() const;
+  bool down_bias() const;
   // CTAs per thread-block cluster (1: no cluster): gate_pack's splits of d_model, and
   // the fused up_down's splits of a token's tiles when they fit one cluster (sm_90a,
   // <= 8), which then reduce through distributed shared memory instead of global tickets.

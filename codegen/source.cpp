@@ -16,41 +16,84 @@ std::string_view find_template(const std::string& path) {
   return {};
 }
 
+// The device enumerator of an activation (common.cuh ActKind).
+std::string act_kind(Activation a) {
+  switch (a) {
+    case Activation::kRelu:
+      return "kActRelu";
+    case Activation::kRelu2:
+      return "kActRelu2";
+    case Activation::kFatRelu:
+      return "kActFatRelu";
+  }
+  return "?";
+}
+
 TemplateValues values_for(const KernelSpec& s) {
   auto i = [](int v) { return std::to_string(v); };
+  auto b = [](bool v) { return std::string(v ? "true" : "false"); };
   TemplateValues v = {{"KERNEL_NAME", s.kernel_name()}, {"THREADS", i(s.block_threads())}, {"MIN_BLOCKS", i(s.tile.min_blocks)}, {"D_MODEL", i(s.layer.d_model)}};
   switch (s.family) {
     case Family::kGatePack:
-      v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},
-                {"BM", i(s.tile.bm)}, {"BK", i(s.tile.bk)}, {"WARPS_M", i(s.tile.warps_m)},
-                {"WARPS_N", i(s.tile.warps_n)}, {"STAGES", i(s.tile.stages)}, {"SPLITS", i(s.tile.splits)},
-                {"CLUSTER", s.cluster_size() > 1 ? "__cluster_dims__(" + i(s.cluster_size()) + ", 1, 1) " : ""}});
+      v.insert(
+          {{"D_FF", i(s.layer.d_ff)},
+           {"TILE_N", i(s.sparsity.tile_n)},
+           {"CAPACITY", i(s.sparsity.capacity)},
+           {"BM", i(s.tile.bm)},
+           {"BK", i(s.tile.bk)},
+           {"WARPS_M", i(s.tile.warps_m)},
+           {"WARPS_N", i(s.tile.warps_n)},
+           {"STAGES", i(s.tile.stages)},
+           {"SPLITS", i(s.tile.splits)},
+           {"CLUSTER",
+            s.cluster_size() > 1 ? "__cluster_dims__(" + i(s.cluster_size()) + ", 1, 1) " : ""},
+           {"ACT", act_kind(s.activation())},
+           {"BIAS", b(s.gate_bias())}});
       break;
     case Family::kGateGemv:
-      v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},
-                {"BM", i(s.tile.bm)}, {"UNROLL", i(s.tile.stages)}});
+      v.insert({{"D_FF", i(s.layer.d_ff)},
+                {"TILE_N", i(s.sparsity.tile_n)},
+                {"CAPACITY", i(s.sparsity.capacity)},
+                {"BM", i(s.tile.bm)},
+                {"UNROLL", i(s.tile.stages)},
+                {"ACT", act_kind(s.activation())},
+                {"BIAS", b(s.gate_bias())}});
       break;
     case Family::kUpDown:
     case Family::kUp:
     case Family::kDown:
-      v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)},
-                {"GATED", s.layer.gated ? "true" : "false"}, {"SPLITS", i(s.tile.splits)},
-                {"CLUSTER", s.cluster_size() > 1 ? "true" : "false"},
-                {"CLUSTER_DIMS", s.cluster_size() > 1 ? "__cluster_dims__(1, " + i(s.cluster_size()) + ", 1) " : ""},
-                {"MODE", s.family == Family::kUp     ? "kModeUp"
-                         : s.family == Family::kDown ? "kModeDown"
-                                                     : "kModeFused"}});
+      v.insert(
+          {{"D_FF", i(s.layer.d_ff)},
+           {"TILE_N", i(s.sparsity.tile_n)},
+           {"CAPACITY", i(s.sparsity.capacity)},
+           {"GATED", s.layer.gated ? "true" : "false"},
+           {"SPLITS", i(s.tile.splits)},
+           {"CLUSTER", s.cluster_size() > 1 ? "true" : "false"},
+           {"CLUSTER_DIMS",
+            s.cluster_size() > 1 ? "__cluster_dims__(1, " + i(s.cluster_size()) + ", 1) " : ""},
+           {"MODE", s.family == Family::kUp     ? "kModeUp"
+                    : s.family == Family::kDown ? "kModeDown"
+                                                : "kModeFused"},
+           {"ACT", act_kind(s.activation())},
+           {"GATE_BIAS", b(s.gate_bias())},
+           {"UP_BIAS", b(s.up_bias())},
+           {"DOWN_BIAS", b(s.down_bias())}});
       break;
     case Family::kPack:
       v.erase("D_MODEL");
-      v.insert({{"D_FF", i(s.layer.d_ff)}, {"TILE_N", i(s.sparsity.tile_n)}, {"CAPACITY", i(s.sparsity.capacity)}});
+      v.insert({{"D_FF", i(s.layer.d_ff)},
+                {"TILE_N", i(s.sparsity.tile_n)},
+                {"CAPACITY", i(s.sparsity.capacity)},
+                {"ACT", act_kind(s.activation())}});
       break;
     case Family::kTranspose:
       v.erase("D_MODEL");
       break;
     case Family::kDenseAct:
       v.erase("D_MODEL");
-      v.insert({{"D_FF", i(s.layer.d_ff)}, {"GATED", s.layer.gated ? "true" : "false"}});
+      v.insert({{"D_FF", i(s.layer.d_ff)},
+                {"GATED", b(s.layer.gated)},
+                {"ACT", act_kind(s.activation())}});
       break;
     case Family::kStats:
       v.erase("D_MODEL");

@@ -7,6 +7,7 @@
 #include <map>
 #include <regex>
 
+#include "support/bf16.hpp"
 #include "support/hash.hpp"
 #include "support/strings.hpp"
 
@@ -174,16 +175,29 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
     act = naming->gated ? "silu"
                         : (info.naming == "opt" ? "relu" : "gelu");  // the families' defaults
   }
-  if (act != "relu") {
+  if (act == "squared_relu") act = "relu2";  // Megatron's name for it
+  if (act != "relu" && act != "relu2" && act != "fatrelu") {
     const std::string who =
         info.model_type.empty() ? "this model" : "model_type '" + info.model_type + "'";
     return unsupported(
         who + " uses " + act_key + " '" + act +
         "', not ReLU: the sparsity kernels skip neurons whose " +
         (naming->gated ? "gate" : "activation") +
-        " is zero, which is exact only when a ReLU makes inactive neurons exactly 0; with '" + act +
+        " is zero, which is exact only when a ReLU makes inactive neurons exactly 0 (ffnjit serves "
+        "relu, "
+        "relu2 and fatrelu); with '" +
+        act +
         "' every neuron contributes. Use a ReLU-fied checkpoint (e.g. a SparseLM model, model_type "
         "llama_sparse_relu) or run this model with a dense library");
+  }
+  if (act == "fatrelu") {  // the threshold as MiniCPM (vLLM) names it, or explicitly
+    const json* t = first_of(config, {"hidden_act_param", "fatrelu_threshold"});
+    if (!t || !t->is_number() || !(t->get<double>() >= 0) || t->get<double>() > 1e30)
+      return user_error(
+          "config.json: " + act_key +
+          " 'fatrelu' needs its threshold as hidden_act_param (or fatrelu_threshold), a "
+          "finite number >= 0");
+    info.activation_threshold = float(t->get<double>());
   }
   info.activation = act;
 
@@ -265,9 +279,6 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
     info.notes.push_back(
         "transposed FFN weights (stored as [d_model][d_ff] for the input projections) in layers " +
         join(transposed_layers, ", ") + "; ffnjit transposes them on load");
-  if (!naming->gated && (!info.layers[0].up_bias.empty() || !info.layers[0].down_bias.empty()))
-    info.notes.push_back(
-        "the FFN has biases; profiles include them, the kernels do not take biases yet");
 
   // Fingerprint: canonical config, every tensor's description, samples of the FFN bytes.
   Sha256 h;
@@ -283,7 +294,7 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
     h.update(name + " " + st::dtype_name(t.dtype) + " " + shape_str(t.shape) + "\n");
   }
   for (const FfnLayer& L : info.layers)
-    for (const std::string* n : {&L.gate, &L.up, &L.down, &L.up_bias, &L.down_bias})
+    for (const std::string* n : {&L.gate, &L.up, &L.down, &L.gate_bias, &L.up_bias, &L.down_bias})
       if (!n->empty()) sample_bytes(h, store.find(*n)->raw());
   info.fingerprint = h.hex_digest();
   return info;
@@ -351,16 +362,20 @@ Expected<LayerWeights> Checkpoint::load_layer(int index) const {
   auto d = load_matrix(store_, L->down, L->down_transposed);
   if (!d) return d.error();
   w.wd = std::move(*d);
-  if (!L->up_bias.empty()) {
-    auto b = st::to_f32(*store_.find(L->up_bias));
+  // Biases in bf16, the kernels' type (as floats): the reference and the profile then
+  // add exactly what the kernels add.
+  for (auto [name, out] :
+       {std::pair{&L->gate_bias, &w.gate_bias}, std::pair{&L->up_bias, &w.up_bias},
+        std::pair{&L->down_bias, &w.down_bias}}) {
+    if (name->empty()) continue;
+    auto b = st::to_bf16(*store_.find(*name));
     if (!b) return b.error();
-    w.up_bias = std::move(*b);
+    for (uint16_t v : *b) out->push_back(bf16_to_float(v));
   }
-  if (!L->down_bias.empty()) {
-    auto b = st::to_f32(*store_.find(L->down_bias));
-    if (!b) return b.error();
-    w.down_bias = std::move(*b);
-  }
+  w.activation = info_.activation == "relu2"     ? ref::Activation::kRelu2
+                 : info_.activation == "fatrelu" ? ref::Activation::kFatRelu
+                                                 : ref::Activation::kRelu;
+  w.activation_threshold = info_.activation_threshold;
   return w;
 }
 

@@ -22,14 +22,16 @@ struct FfnLayer {
   int d_ff = 0;
   bool gated = true;               // gate_proj/up_proj/down_proj; false: fc1 (in) / fc2 (out)
   std::string gate, up, down;      // gate empty when !gated; non-gated: up = fc1, down = fc2
-  std::string up_bias, down_bias;  // non-gated layers may carry biases; empty when absent
+  std::string gate_bias, up_bias,
+      down_bias;  // bias tensors; empty when absent (gate_bias: gated only)
   bool gate_transposed = false, up_transposed = false, down_transposed = false;
   st::Dtype dtype = st::Dtype::kBF16;  // of the up projection; all three are float dtypes
 };
 
 struct ModelInfo {
   std::string model_type;
-  std::string activation;  // what the FFN really computes ("relu")
+  std::string activation;             // what the FFN really computes: "relu", "relu2" or "fatrelu"
+  float activation_threshold = 0.0f;  // fatrelu's (config hidden_act_param or fatrelu_threshold)
   std::string naming;      // "llama" (gate/up/down_proj), "opt" (fc1/fc2), "gpt2" (c_fc/c_proj)
   int hidden_size = 0;
   std::vector<FfnLayer> layers;    // by index, 0..n-1
@@ -40,21 +42,36 @@ struct ModelInfo {
   std::string fingerprint;
 };
 
-// Decides from config.json and the tensor list which layers are ReLU FFNs. Refuses
-// (kUnsupported) a model whose FFN activation is not ReLU, saying why the sparsity
-// kernels do not apply; kInvalidArgument for inconsistent shapes or missing tensors.
+// Decides from config.json and the tensor list which layers are ReLU-family FFNs (relu,
+// relu2 / squared_relu, fatrelu). Refuses (kUnsupported) a model whose FFN activation is
+// not one of them, saying why the sparsity kernels do not apply; kInvalidArgument for
+// inconsistent shapes or missing tensors.
 Expected<ModelInfo> discover(const nlohmann::json& config, const st::Store& tensors);
 
 // One layer's weights in Hugging Face layouts as host bf16 (transposes undone):
 // wg, wu [d_ff][d_model] (wg empty when !gated), wd [d_model][d_ff]; biases (if any)
-// as fp32: up_bias [d_ff], down_bias [d_model].
+// rounded to bf16, the kernels' type, as floats: gate_bias, up_bias [d_ff], down_bias
+// [d_model]; the model's activation.
 struct LayerWeights {
   int index = 0, d_model = 0, d_ff = 0;
   bool gated = true;
   std::vector<uint16_t> wg, wu, wd;
-  std::vector<float> up_bias, down_bias;
+  std::vector<float> gate_bias, up_bias, down_bias;
+  ref::Activation activation = ref::Activation::kRelu;
+  float activation_threshold = 0.0f;
   ref::FfnWeights view() const {
-    return {gated ? wg.data() : nullptr, wu.data(), wd.data(), d_model, d_ff, gated};
+    auto b = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
+    return {gated ? wg.data() : nullptr,
+            wu.data(),
+            wd.data(),
+            d_model,
+            d_ff,
+            gated,
+            b(gate_bias),
+            b(up_bias),
+            b(down_bias),
+            activation,
+            activation_threshold};
   }
 };
 

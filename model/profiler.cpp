@@ -39,7 +39,10 @@ GateFn cpu_gate(int threads) {
             for (; k < D; ++k) acc[0] += double(xf[k] * r[k]);
             const double g =
                 ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-            out[j] = float(g + (w.up_bias.empty() ? 0.0 : double(w.up_bias[j])));
+            const std::vector<float>& bias = w.gated ? w.gate_bias : w.up_bias;
+            out[j] = float(g + (bias.empty() ? 0.0 : double(bias[j])));
+            if (w.activation == ref::Activation::kFatRelu && out[j] <= w.activation_threshold)
+              out[j] = 0.0f;
           }
         }
       });

@@ -14,11 +14,12 @@
 
 namespace ffnjit::model {
 
-// Computes one layer's gate pre-activations: gate[m][j] = x[m] . Wg[j] (or x[m] . Wu[j]
-// + up_bias[j] for a non-gated layer) for `tokens` bf16 rows x [tokens][d_model],
-// written as fp32 to gate [tokens][d_ff]. Only the sign matters to a profile, so any
-// evaluator with fp32 accumulation (the GPU gate GEMM) gives the same profile up to
-// values within rounding of 0.
+// Computes one layer's gate pre-activations: gate[m][j] = x[m] . Wg[j] + gate_bias[j] (or
+// x[m] . Wu[j] + up_bias[j] for a non-gated layer) for `tokens` bf16 rows x
+// [tokens][d_model], written as fp32 to gate [tokens][d_ff]; with fatrelu, values <= the
+// threshold are written as 0. Only the sign matters to a profile, so any evaluator with
+// fp32 accumulation (the GPU gate GEMM) gives the same profile up to values within
+// rounding of the activation's edge.
 using GateFn =
     std::function<Status(const LayerWeights& w, const uint16_t* x, int64_t tokens, float* gate)>;
 

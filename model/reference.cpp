@@ -22,9 +22,13 @@ void forward_token(const FfnWeights& w, const uint16_t* x_row, double* out) {
   bool finite = true;
   for (int i = 0; i < w.d_model; ++i) finite &= std::isfinite(bf16_to_float(x_row[i]));
   for (int j = 0; j < w.d_ff; ++j) {
-    const double r = g[j] > 0 || std::isnan(g[j]) ? g[j] : 0.0;
-    if (r == 0.0 && finite) continue;  // inactive neuron contributes exactly 0
-    h[j] = w.gated ? r * dot_bf16(x_row, w.wu + size_t(j) * w.d_model, w.d_model) : r;
+    const bool active = is_active(w, g[j]);
+    if (!active && finite) continue;  // inactive neuron contributes exactly 0
+    const double a = active ? act_value(w, g[j]) : 0.0;
+    const double u = w.gated ? dot_bf16(x_row, w.wu + size_t(j) * w.d_model, w.d_model) +
+                                   (w.up_bias ? double(w.up_bias[j]) : 0.0)
+                             : 1.0;
+    h[j] = w.gated ? a * u : a;
   }
   // Row d of Wd is contiguous in j: walk it over the contributing neurons only.
   std::vector<int> used;
@@ -32,7 +36,7 @@ void forward_token(const FfnWeights& w, const uint16_t* x_row, double* out) {
     if (h[j] != 0.0 || !finite) used.push_back(j);
   for (int d = 0; d < w.d_model; ++d) {
     const uint16_t* wd_row = w.wd + size_t(d) * w.d_ff;
-    double s = 0;
+    double s = w.down_bias ? double(w.down_bias[d]) : 0.0;
     for (int j : used) s += h[j] * double(bf16_to_float(wd_row[j]));
     out[d] = s;
   }
@@ -54,7 +58,18 @@ void parallel_for(int n, Fn fn) {
 
 void gate_row(const FfnWeights& w, const uint16_t* x_row, double* g) {
   const uint16_t* wg = w.gated ? w.wg : w.wu;
-  for (int j = 0; j < w.d_ff; ++j) g[j] = dot_bf16(x_row, wg + size_t(j) * w.d_model, w.d_model);
+  const float* bias = w.gated ? w.gate_bias : w.up_bias;
+  for (int j = 0; j < w.d_ff; ++j)
+    g[j] = dot_bf16(x_row, wg + size_t(j) * w.d_model, w.d_model) + (bias ? double(bias[j]) : 0.0);
+}
+
+bool is_active(const FfnWeights& w, double z) {
+  const float zb = bf16_to_float(float_to_bf16(float(z)));
+  return w.activation == Activation::kFatRelu ? !(zb <= w.threshold) : !(zb <= 0.0f);
+}
+
+double act_value(const FfnWeights& w, double z) {
+  return w.activation == Activation::kRelu2 ? z * z : z;
 }
 
 void gate_rows(const FfnWeights& w, const uint16_t* x, const std::vector<int>& tokens, double* g) {
@@ -67,7 +82,8 @@ void ffn_forward(const FfnWeights& w, const uint16_t* x, const std::vector<int>&
                [&](int i) { forward_token(w, x + size_t(tokens[i]) * w.d_model, out + size_t(i) * w.d_model); });
 }
 
-Twell twell_pack(const float* gate, int tokens, int d_ff, int tile_n, int capacity) {
+Twell twell_pack(const float* gate, int tokens, int d_ff, int tile_n, int capacity,
+                 Activation activation, float threshold) {
   Twell t;
   t.tokens = tokens, t.d_ff = d_ff, t.tile_n = tile_n, t.capacity = capacity;
   t.n_tiles = (d_ff + tile_n - 1) / tile_n;
@@ -79,9 +95,11 @@ Twell twell_pack(const float* gate, int tokens, int d_ff, int tile_n, int capaci
       uint32_t count = 0;
       for (int c = 0; c < tile_n && tile * tile_n + c < d_ff; ++c) {
         const float v = gate[size_t(m) * d_ff + tile * tile_n + c];
-        if (v <= 0.0f) continue;
+        if (v <= (activation == Activation::kFatRelu ? threshold : 0.0f)) continue;
+        const float z = bf16_to_float(float_to_bf16(v));
+        const float a = activation == Activation::kRelu2 ? z * z : z;
         if (count < uint32_t(capacity))
-          t.entries[slot * capacity + count] = (uint32_t(float_to_bf16(v)) << 16) | uint32_t(c);
+          t.entries[slot * capacity + count] = (uint32_t(float_to_bf16(a)) << 16) | uint32_t(c);
         ++count;
       }
       t.counts[slot] = count;

@@ -275,9 +275,11 @@ Status permute_layer(LayerWeights& w, const std::vector<uint32_t>& p) {
                       ": weight sizes do not match d_model x d_ff");
   FFNJIT_TRY(permute_ffn_bf16(w.gated ? w.wg.data() : nullptr, w.wu.data(), w.wd.data(), w.d_model,
                               w.d_ff, p));
-  if (!w.up_bias.empty()) {
-    const std::vector<float> b = w.up_bias;
-    for (int i = 0; i < w.d_ff; ++i) w.up_bias[i] = b[p[i]];
+  for (std::vector<float>* bias :
+       {&w.gate_bias, &w.up_bias}) {  // per-neuron biases move with their rows
+    if (bias->empty()) continue;
+    const std::vector<float> b = *bias;
+    for (int i = 0; i < w.d_ff; ++i) (*bias)[i] = b[p[i]];
   }
   return {};
 }
@@ -308,10 +310,10 @@ DeadNeuronReport dead_neurons(const profile::LayerProfile& l) {
 
 Expected<PruneResult> prune_dead(const LayerWeights& w, const profile::LayerProfile& l,
                                  const uint16_t* x, int64_t tokens, int multiple) {
-  if (!w.up_bias.empty() || !w.down_bias.empty())
+  if (!w.gate_bias.empty() || !w.up_bias.empty() || !w.down_bias.empty())
     return unsupported("layer " + std::to_string(w.index) +
-                       " has biases; pruning is measured with the bias-free fp64 "
-                       "reference, so it is not offered for this layer");
+                       " has biases; pruning does not remove a dead neuron's bias entries "
+                       "yet, so it is not offered for this layer");
   if (l.d_ff != w.d_ff || l.index != w.index)
     return user_error("the profile's layer " + std::to_string(l.index) +
                       " (d_ff=" + std::to_string(l.d_ff) + ") does not describe layer " +

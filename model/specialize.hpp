@@ -39,7 +39,7 @@ Expected<CapacityChoice> choose_capacity(const profile::LayerProfile& layer, int
 // ---- permutation ----
 
 // A permutation of d_ff given as new_to_old[new neuron] = old neuron. Applying it
-// moves row new_to_old[i] of Wg and Wu (and entry i of a non-gated up bias) to row
+// moves row new_to_old[i] of Wg and Wu (and entry i of the gate and up biases) to row
 // i, and column new_to_old[i] of Wd to column i: the FFN output is unchanged.
 Status check_permutation(const std::vector<uint32_t>& new_to_old,
                          int d_ff);  // a bijection of [0, d_ff)
@@ -78,7 +78,7 @@ Expected<PermutationResult> find_permutation(const profile::ActiveSets& fit, int
 // Applies a permutation to host bf16 weights in Hugging Face layouts.
 Status permute_ffn_bf16(uint16_t* wg /*nullable: non-gated*/, uint16_t* wu, uint16_t* wd,
                         int d_model, int d_ff, const std::vector<uint32_t>& new_to_old);
-Status permute_layer(LayerWeights& w, const std::vector<uint32_t>& new_to_old);  // also the up bias
+Status permute_layer(LayerWeights& w, const std::vector<uint32_t>& new_to_old);  // also the biases
 // Renumbers active sets (e.g. to profile a permuted model without recomputing the gate).
 profile::ActiveSets permute_active_sets(const profile::ActiveSets& s,
                                         const std::vector<uint32_t>& new_to_old);

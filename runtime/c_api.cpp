@@ -297,8 +297,6 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
                      " is not an ffnjit_activation; use FFNJIT_ACTIVATION_RELU, _RELU2 or _FATRELU");
     if (d->activation != FFNJIT_ACTIVATION_FATRELU && d->activation_threshold != 0.0f)
       return invalid("activation_threshold is set but the activation is not FFNJIT_ACTIVATION_FATRELU; pass 0");
-    if (d->gate_bias || d->up_bias || d->down_bias || d->activation != FFNJIT_ACTIVATION_RELU)
-      return fail(unsupported("FFN biases and activations other than ReLU are not served by this build yet"));
     LayerOptions lo;
     if (d->layer_id && *d->layer_id) {
       const size_t n = strnlen(d->layer_id, kLayerIdMax + 1);
@@ -306,29 +304,27 @@ ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc
       if (!id) return fail(id.error());
       lo.id = format_layer_id(*id);
     }
-    KernelSpec probe = default_spec(Family::kGatePack, {d->d_model, d->d_ff, d->gated != 0}, ctx->arch, {1, 1},
+    LayerShape shape{d->d_model, d->d_ff, d->gated != 0, DType::kBF16};
+    shape.activation = d->activation == FFNJIT_ACTIVATION_RELU2     ? Activation::kRelu2
+                       : d->activation == FFNJIT_ACTIVATION_FATRELU ? Activation::kFatRelu
+                                                                    : Activation::kRelu;
+    shape.gate_bias = d->gate_bias != nullptr, shape.up_bias = d->up_bias != nullptr;
+    shape.down_bias = d->down_bias != nullptr;
+    KernelSpec probe = default_spec(Family::kGatePack, shape, ctx->arch, {1, 1},
                                     Sparsity{d->tile_n ? d->tile_n : 128, d->capacity ? d->capacity : 31});
     if (Status s = probe.validate(); !s) return fail(s);
-    const drv::Api* cu = ctx->device->api();
-    for (const void* p : {d->gate_proj, d->up_proj, d->down_proj}) {
-      if (!p) continue;
-      if (reinterpret_cast<uintptr_t>(p) % 16) return invalid("weight pointers must be 16-byte aligned");
-      const int dev = pointer_device(cu, p);
-      if (dev != ctx->options.device)
-        return invalid(dev < 0 ? "a weight pointer is not CUDA device memory; pass device pointers"
-                               : "a weight pointer is on device " + std::to_string(dev) + ", the context on device " +
-                                     std::to_string(ctx->options.device));
-    }
     if (Status s = ctx->device->make_current(); !s) return fail(s);
     lo.shape = probe.layer;
     lo.sparsity = probe.sparsity;
     lo.sparsity_fixed = d->tile_n || d->capacity;
     lo.count_sparsity = ctx->options.count_sparsity != 0;
-    // The weights are copied device to device into the layouts the kernels read; the
-    // caller's buffers are free to go afterwards.
-    HostFfnWeights w{static_cast<const uint16_t*>(d->gated ? d->gate_proj : nullptr),
-                     static_cast<const uint16_t*>(d->up_proj), static_cast<const uint16_t*>(d->down_proj), lo.shape};
-    auto layer = Layer::create(ctx->kernels, ctx->arch, w, lo, nullptr);
+    // Weights and biases are validated (device, alignment, sizes; the messages name the
+    // tensor) and copied into layer-owned memory; the caller's buffers may go afterwards.
+    const DeviceFfnSource src{d->gated ? d->gate_proj : nullptr, d->up_proj, d->down_proj, lo.shape,
+                              d->gate_bias, d->up_bias, d->down_bias, d->activation_threshold};
+    auto w = DeviceWeights::copy_from_device(ctx->kernels, ctx->arch, ctx->options.device, src, /*with_dense=*/true);
+    if (!w) return fail(w.error());
+    auto layer = Layer::create(ctx->kernels, ctx->arch, std::move(*w), lo);
     if (!layer) return fail(layer.error());
     auto handle = std::make_unique<ffnjit_layer>();
     handle->ctx = ctx;

@@ -26,7 +26,8 @@ Expected<std::unique_ptr<DenseFfn>> DenseFfn::create(KernelTable& kernels, Arch 
   auto gemms = kernels.gemms();
   FFNJIT_TRY(gemms);
   impl->gemms = *gemms;
-  if (layer.gated) {
+  if (layer.gated ||
+      layer.activation != Activation::kRelu) {  // non-gated ReLU: the GEMM's epilogue
     auto act = kernels.get(default_spec(Family::kDenseAct, layer, arch, {1, 1}));
     FFNJIT_TRY(act);
     impl->act = *act;
@@ -43,18 +44,26 @@ Status DenseFfn::forward(const DenseDeviceWeights& w, CUdeviceptr x, CUdeviceptr
                          CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
   const Impl& I = *impl_;
-  const int dm = I.layer.d_model, dff = I.layer.d_ff, n1 = I.layer.gated ? 2 * dff : dff;
+  const LayerShape& L = I.layer;
+  const int dm = L.d_model, dff = L.d_ff, n1 = L.gated ? 2 * dff : dff;
+  const bool first_bias = L.gate_bias || L.up_bias;
+  if ((first_bias && !w.gate_up_bias) || (L.down_bias && !w.down_bias))
+    return internal_error("dense layer has a bias flag without its device pointer");
   const CUdeviceptr lt_ws = workspace;
   const CUdeviceptr gu = workspace + LtGemms::kWorkspace;
-  const CUdeviceptr h = I.layer.gated ? gu + align256(size_t(tokens) * n1 * 2) : gu;
-  FFNJIT_TRY(I.gemms->run(tokens, n1, dm, !I.layer.gated, x, w.w_gate_up, gu, lt_ws, stream));
-  if (I.layer.gated) {
-    DenseActParams p{reinterpret_cast<const u16*>(gu), reinterpret_cast<u16*>(h), tokens};
+  // Non-gated: h overwrites z in place (dense_act reads each vector before writing it).
+  const CUdeviceptr h = L.gated ? gu + align256(size_t(tokens) * n1 * 2) : gu;
+  FFNJIT_TRY(I.gemms->run(tokens, n1, dm, !I.act, first_bias ? w.gate_up_bias : 0, x, w.w_gate_up,
+                          gu, lt_ws, stream));
+  if (I.act) {
+    DenseActParams p{reinterpret_cast<const u16*>(gu), reinterpret_cast<u16*>(h), tokens,
+                     w.threshold};
     const long long vecs = (long long)tokens * dff / 8;
     const unsigned blocks = unsigned(std::min<long long>((vecs + 255) / 256, 132LL * 16));
     FFNJIT_TRY(launch(*I.act, blocks, 1, &p, stream));
   }
-  return I.gemms->run(tokens, dm, dff, false, h, w.w_down, out, lt_ws, stream);
+  return I.gemms->run(tokens, dm, dff, false, L.down_bias ? w.down_bias : 0, h, w.w_down, out,
+                      lt_ws, stream);
 }
 
 }  // namespace ffnjit

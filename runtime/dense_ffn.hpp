@@ -1,7 +1,8 @@
 // The dense FFN on cuBLASLt: the fallback the tuner picks where sparsity does not
 // pay, and the baseline every benchmark ratio is measured against. Gated layers run
-// one GEMM over the stacked [Wg; Wu], the fused activation, and the down GEMM;
-// non-gated layers fuse ReLU into the first GEMM's epilogue.
+// one GEMM over the stacked [Wg; Wu] (+ [bg; bu] in its bias epilogue), the fused
+// activation (dense_act), and the down GEMM (+ bd); non-gated ReLU layers fuse ReLU (and
+// the bias) into the first GEMM's epilogue, other activations run dense_act after it.
 #pragma once
 
 #include <cuda.h>
@@ -18,6 +19,11 @@ struct DenseDeviceWeights {
   CUdeviceptr w_gate_up = 0;  // gated: [2 * d_ff][d_model] = [Wg; Wu]; non-gated: Wu [d_ff][d_model]
   CUdeviceptr w_down = 0;     // Wd [d_model][d_ff]
   LayerShape layer;
+  // bf16 biases (0 when the layer has none): gated [2 * d_ff] = [bg; bu] (zeros for a
+  // missing half), non-gated bu [d_ff]; bd [d_model].
+  CUdeviceptr gate_up_bias = 0;
+  CUdeviceptr down_bias = 0;
+  float threshold = 0.0f;  // Activation::kFatRelu's
 };
 
 class DenseFfn {

@@ -12,11 +12,16 @@ Layer::~Layer() = default;
 
 Expected<std::unique_ptr<Layer>> Layer::create(KernelTable& kernels, Arch arch, const HostFfnWeights& weights,
                                                const LayerOptions& options, CUstream stream) {
-  std::unique_ptr<Layer> l(new Layer(kernels, arch, options));
   // Wd stays on the device too: a bucket whose choice is dense needs it.
   auto w = DeviceWeights::upload(kernels, arch, weights, stream, /*with_dense=*/true);
   FFNJIT_TRY(w);
-  l->weights_ = std::move(*w);
+  return create(kernels, arch, std::move(*w), options);
+}
+
+Expected<std::unique_ptr<Layer>> Layer::create(KernelTable& kernels, Arch arch, DeviceWeights weights,
+                                               const LayerOptions& options) {
+  std::unique_ptr<Layer> l(new Layer(kernels, arch, options));
+  l->weights_ = std::move(weights);
   auto counters = DeviceBuffer::alloc(256);
   FFNJIT_TRY(counters);
   l->counters_ = std::move(*counters);

@@ -54,6 +54,9 @@ class Layer {
   // Uploads the weights (Wg, Wu, Wd, WdT) and the counters; synchronizes `stream`.
   static Expected<std::unique_ptr<Layer>> create(KernelTable& kernels, Arch arch, const HostFfnWeights& weights,
                                                  const LayerOptions& options, CUstream stream);
+  // With weights already on the device (ffnjit_layer_register copies an engine's).
+  static Expected<std::unique_ptr<Layer>> create(KernelTable& kernels, Arch arch, DeviceWeights weights,
+                                                 const LayerOptions& options);
   Layer(const Layer&) = delete;
   Layer& operator=(const Layer&) = delete;
   ~Layer();

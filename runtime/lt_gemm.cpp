@@ -34,7 +34,7 @@ struct LtGemms::Plan {
 struct LtGemms::Impl {
   cublasLtHandle_t lt = nullptr;
   std::mutex mu;
-  std::map<std::tuple<int, int, int, bool>, std::unique_ptr<Plan>> plans;
+  std::map<std::tuple<int, int, int, bool, CUdeviceptr>, std::unique_ptr<Plan>> plans;
   ~Impl() {
     plans.clear();
     if (lt) cublasLtDestroy(lt);
@@ -43,7 +43,8 @@ struct LtGemms::Impl {
 
 namespace {
 
-Status make_plan(cublasLtHandle_t lt, LtGemms::Plan& g, int m, int n, int k, bool relu);
+Status make_plan(cublasLtHandle_t lt, LtGemms::Plan& g, int m, int n, int k, bool relu,
+                 CUdeviceptr bias);
 
 }  // namespace
 
@@ -56,17 +57,17 @@ Expected<std::unique_ptr<LtGemms>> LtGemms::create() {
   return std::unique_ptr<LtGemms>(new LtGemms(std::move(impl)));
 }
 
-Status LtGemms::run(int m, int n, int k, bool relu, CUdeviceptr a, CUdeviceptr w, CUdeviceptr c,
-                    CUdeviceptr workspace, CUstream stream) {
+Status LtGemms::run(int m, int n, int k, bool relu, CUdeviceptr bias, CUdeviceptr a, CUdeviceptr w,
+                    CUdeviceptr c, CUdeviceptr workspace, CUstream stream) {
   Impl& I = *impl_;
   const Plan* p = nullptr;
   {
     std::lock_guard<std::mutex> lock(I.mu);
-    auto& slot = I.plans[{m, n, k, relu}];
+    auto& slot = I.plans[{m, n, k, relu, bias}];
     if (!slot) {
       auto fresh = std::make_unique<Plan>();
-      if (Status s = make_plan(I.lt, *fresh, m, n, k, relu); !s) {
-        I.plans.erase({m, n, k, relu});
+      if (Status s = make_plan(I.lt, *fresh, m, n, k, relu, bias); !s) {
+        I.plans.erase({m, n, k, relu, bias});
         return s;
       }
       slot = std::move(fresh);
@@ -82,14 +83,25 @@ Status LtGemms::run(int m, int n, int k, bool relu, CUdeviceptr a, CUdeviceptr w
 
 namespace {
 
-Status make_plan(cublasLtHandle_t lt, LtGemms::Plan& g, int m, int n, int k, bool relu) {
+Status make_plan(cublasLtHandle_t lt, LtGemms::Plan& g, int m, int n, int k, bool relu,
+                 CUdeviceptr bias) {
   FFNJIT_LT(cublasLtMatmulDescCreate(&g.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
   FFNJIT_LT(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   FFNJIT_LT(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  if (relu) {
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_RELU;
+  if (relu || bias) {
+    // The bias has one value per row of the column-major C (N x M): per output feature.
+    // bf16 (C's type); cuBLASLt adds it in fp32 before ReLU and rounding. Its pointer's
+    // alignment steers the heuristic, hence plans per pointer (LtGemms::run).
+    cublasLtEpilogue_t epi = relu && bias ? CUBLASLT_EPILOGUE_RELU_BIAS
+                             : bias       ? CUBLASLT_EPILOGUE_BIAS
+                                          : CUBLASLT_EPILOGUE_RELU;
     FFNJIT_LT(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    if (bias) {  // bf16, C's type: cuBLASLt's default bias type for a bf16 output
+      const void* ptr = reinterpret_cast<const void*>(bias);
+      FFNJIT_LT(cublasLtMatmulDescSetAttribute(g.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr,
+                                               sizeof(ptr)));
+    }
   }
   FFNJIT_LT(cublasLtMatrixLayoutCreate(&g.a, CUDA_R_16BF, k, n, k));  // W as col-major K x N
   FFNJIT_LT(cublasLtMatrixLayoutCreate(&g.b, CUDA_R_16BF, k, m, k));  // A as col-major K x M
@@ -103,8 +115,9 @@ Status make_plan(cublasLtHandle_t lt, LtGemms::Plan& g, int m, int n, int k, boo
   cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(lt, g.desc, g.a, g.b, g.c, g.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (s != CUBLAS_STATUS_SUCCESS || found == 0)
-    return unsupported("cuBLASLt has no algorithm for a " + std::to_string(m) + "x" + std::to_string(n) + "x" +
-                       std::to_string(k) + " bf16 GEMM");
+    return unsupported("cuBLASLt has no algorithm for a " + std::to_string(m) + "x" +
+                       std::to_string(n) + "x" + std::to_string(k) + " bf16 GEMM" +
+                       (bias ? " with a bias epilogue" : ""));
   g.algo = result.algo;
   return {};
 }

@@ -1,5 +1,5 @@
-// The sparse FFN forward: gate (gate_pack, or GEMM + pack) -> up_down (or up + down)
-// on the caller's stream.
+// The sparse FFN forward: gate (gate_pack, gate_gemv, or GEMM + pack) -> up_down (or
+// up + down) on the caller's stream.
 #include "runtime/sparse_ffn.hpp"
 
 #include <algorithm>
@@ -44,9 +44,27 @@ Layout layout(const SparseFfnConfig& cfg, int tokens) {
 
 unsigned ceil_div(long long a, long long b) { return unsigned((a + b - 1) / b); }
 
+bool same_math(const LayerShape& a, const LayerShape& b) {
+  return a.d_model == b.d_model && a.d_ff == b.d_ff && a.gated == b.gated &&
+         a.activation == b.activation && a.gate_bias == b.gate_bias && a.up_bias == b.up_bias &&
+         a.down_bias == b.down_bias;
+}
+
 bool same_layer(const KernelSpec& a, const KernelSpec& b) {
   return a.sparsity.tile_n == b.sparsity.tile_n && a.sparsity.capacity == b.sparsity.capacity &&
-         a.layer.d_model == b.layer.d_model && a.layer.d_ff == b.layer.d_ff && a.layer.gated == b.layer.gated;
+         same_math(a.layer, b.layer);
+}
+
+// The kernels were generated for the weights' layer: a bias they would add is there,
+// and one the layer has is never dropped.
+Status check_weights(const SparseFfnConfig& cfg, const FfnDeviceWeights& w) {
+  const LayerShape& L = w.layer;
+  if (!same_math(cfg.gate.layer, L))
+    return internal_error(
+        "sparse config was made for another layer (activation, biases or shape) than its weights");
+  if ((L.gate_bias && !w.gate_bias) || (L.up_bias && !w.up_bias) || (L.down_bias && !w.down_bias))
+    return internal_error("layer has a bias flag without its device pointer");
+  return {};
 }
 
 }  // namespace
@@ -166,6 +184,8 @@ Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const 
     // The spill is chunk-relative, like the token indices the kernels see.
     GatePackParams gp{reinterpret_cast<const u16*>(xr),
                       reinterpret_cast<const u16*>(gate_w),
+                      reinterpret_cast<const u16*>(w.layer.gated ? w.gate_bias : w.up_bias),
+                      w.threshold,
                       tw,
                       rows,
                       reinterpret_cast<const u16*>(prefetch && w.layer.gated ? w.w_up : 0),
@@ -176,12 +196,15 @@ Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const 
   }
   if (!k.gemms) return internal_error("GEMM gate without resolved cuBLASLt plans");
   const int dm = cfg.gate.layer.d_model, dff = cfg.gate.layer.d_ff;
-  FFNJIT_TRY(k.gemms->run(rows, dff, dm, true, xr, gate_w, workspace + l.gate_out, workspace + l.gate_ws, stream));
+  // The GEMM writes z = bf16(x . w + b) (bias epilogue, no ReLU): the pack kernel applies
+  // the activation itself, so its decision is the fused gates' code (docs/kernels.md).
+  FFNJIT_TRY(k.gemms->run(rows, dff, dm, false, w.layer.gated ? w.gate_bias : w.up_bias, xr, gate_w,
+                          workspace + l.gate_out, workspace + l.gate_ws, stream));
   if (decide) {
     tw.forward_stats = reinterpret_cast<u32*>(workspace + l.overflow) + 4;
     tw.switch_handle = decide->handle, tw.switch_limit = decide->limit;
   }
-  PackParams pp{reinterpret_cast<const u16*>(workspace + l.gate_out), tw, rows};
+  PackParams pp{reinterpret_cast<const u16*>(workspace + l.gate_out), w.threshold, tw, rows};
   return launch_dependent(*k.gate, unsigned(rows), 1, &pp, stream);
 }
 
@@ -194,6 +217,10 @@ Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, con
                   reinterpret_cast<const u16*>(w.layer.gated ? w.w_gate : w.w_up),
                   reinterpret_cast<const u16*>(w.w_up),
                   reinterpret_cast<const u16*>(w.w_down_t),
+                  reinterpret_cast<const u16*>(w.layer.gated ? w.gate_bias : w.up_bias),
+                  reinterpret_cast<const u16*>(w.layer.gated ? w.up_bias : 0),
+                  reinterpret_cast<const u16*>(w.down_bias),
+                  w.threshold,
                   reinterpret_cast<const u32*>(workspace + l.counts) + size_t(r0) * nt,
                   reinterpret_cast<u32*>(workspace + l.entries) + size_t(r0) * nt * cap,
                   reinterpret_cast<u16*>(out + size_t(r0) * dm * 2),
@@ -239,6 +266,7 @@ Status begin(const SparseFfnConfig& cfg, const Layout& l, const FfnDeviceWeights
 Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
+  FFNJIT_TRY(check_weights(cfg, w));
   const Layout l = layout(cfg, tokens);
   FFNJIT_TRY(begin(cfg, l, w, workspace, false, stream));
   return for_chunks(tokens, [&](int r0, int rows) -> Status {
@@ -290,21 +318,22 @@ Status dense_up_down_chunk(const SparseFfnKernels& k, const SparseFfnConfig& cfg
   const Layout l = layout(cfg, tokens);
   const int dm = cfg.gate.layer.d_model, dff = cfg.gate.layer.d_ff;
   const CUdeviceptr xr = x + size_t(r0) * dm * 2, outr = out + size_t(r0) * dm * 2;
-  const CUdeviceptr g = workspace + l.gate_out, ws = workspace + l.gate_ws;
-  CUdeviceptr h = g;  // non-gated: the GEMM gate's ReLU output is h
-  if (cfg.gate.layer.gated) {
-    h = workspace + l.dense_u;
-    FFNJIT_TRY(k.gemms->run(rows, dff, dm, false, xr, w.w_up, h, ws, stream));
-    DenseActParams p{reinterpret_cast<const u16*>(g), reinterpret_cast<u16*>(h), rows,
-                     reinterpret_cast<const u16*>(h)};
-    const long long vecs = (long long)rows * dff / 8;
-    FFNJIT_TRY(launch(act, unsigned(std::min<long long>((vecs + 255) / 256, 132LL * 16)), 1, &p, stream));
-  }
-  return k.gemms->run(rows, dm, dff, false, h, wd, outr, ws, stream);
+  // The GEMM gate left z (bias included) in gate_out: h = act(z) * (x Wu^T + bu), or
+  // act(z) in place when non-gated, then out = h Wd^T + bd, as the dense FFN computes it.
+  const CUdeviceptr z = workspace + l.gate_out, ws = workspace + l.gate_ws;
+  const CUdeviceptr h = cfg.gate.layer.gated ? workspace + l.dense_u : z;
+  if (cfg.gate.layer.gated) FFNJIT_TRY(k.gemms->run(rows, dff, dm, false, w.up_bias, xr, w.w_up, h, ws, stream));
+  DenseActParams p{reinterpret_cast<const u16*>(z), reinterpret_cast<u16*>(h), rows, w.threshold,
+                   cfg.gate.layer.gated ? reinterpret_cast<const u16*>(h) : nullptr};
+  const long long vecs = (long long)rows * dff / 8;
+  FFNJIT_TRY(launch(act, unsigned(std::min<long long>((vecs + 255) / 256, 132LL * 16)), 1, &p, stream));
+  return k.gemms->run(rows, dm, dff, false, w.down_bias, h, wd, outr, ws, stream);
 }
 
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                        int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  FFNJIT_TRY(check_weights(cfg, w));
   auto k = resolve_kernels(kernels, cfg);
   FFNJIT_TRY(k);
   return sparse_ffn_gate(*k, cfg, w, x, tokens, workspace, stream);
@@ -312,6 +341,8 @@ Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const F
 
 Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                           CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  FFNJIT_TRY(check_weights(cfg, w));
   auto k = resolve_kernels(kernels, cfg);
   FFNJIT_TRY(k);
   return sparse_ffn_up_down(*k, cfg, w, x, out, tokens, workspace, stream);

@@ -1,5 +1,5 @@
-// The sparse FFN forward on the caller's stream: the gate (gate_pack, or a cuBLASLt
-// GEMM with ReLU + pack) writes the TwELL, then up_down (or up + down) reads it.
+// The sparse FFN forward on the caller's stream: the gate (gate_pack, gate_gemv, or a
+// cuBLASLt GEMM + pack) writes the TwELL, then up_down (or up + down) reads it.
 // No allocation and no synchronization, so a forward can be captured in a CUDA graph.
 #pragma once
 
@@ -19,7 +19,11 @@ struct FfnDeviceWeights {
   CUdeviceptr w_gate = 0;    // Wg [d_ff][d_model] (unused when non-gated)
   CUdeviceptr w_up = 0;      // Wu [d_ff][d_model]
   CUdeviceptr w_down_t = 0;  // WdT [d_ff][d_model]
-  LayerShape layer;
+  LayerShape layer;          // its bias flags say which of the biases below are set
+  CUdeviceptr gate_bias = 0;  // bf16 [d_ff]: gate_proj.bias (gated layers)
+  CUdeviceptr up_bias = 0;    // bf16 [d_ff]: up_proj.bias / fc1.bias
+  CUdeviceptr down_bias = 0;  // bf16 [d_model]: down_proj.bias / fc2.bias
+  float threshold = 0.0f;     // Activation::kFatRelu: active iff z > threshold
   // uint32 that accumulates overflowed (token, tile) pairs across calls (a layer's
   // serving counter, never reset by a forward). 0: use the workspace's counter,
   // which each forward zeroes first (one extra memset node).
@@ -28,7 +32,7 @@ struct FfnDeviceWeights {
 
 // The kernels of one sparse forward; all share layer, arch and sparsity.
 struct SparseFfnConfig {
-  KernelSpec gate;     // gate_pack, or pack behind a cuBLASLt GEMM with ReLU (docs/kernels.md)
+  KernelSpec gate;     // gate_pack, gate_gemv, or pack behind a cuBLASLt GEMM (docs/kernels.md)
   KernelSpec up;       // up: runs before a down kernel on gated layers; unused otherwise
   KernelSpec up_down;  // up_down (fused), or down
   // Launch parameters, not part of any kernel's code (docs/kernels.md):

@@ -13,22 +13,34 @@ struct GpuGate {
   Arch arch = Arch::kSm90a;
   CUstream stream = nullptr;
   int layer_index = -1;
-  DeviceBuffer w;  // the current layer's gate (or up, non-gated) weights
+  DeviceBuffer w, bias;  // the current layer's gate (or up, non-gated) weights and their bias
 
   Status run(const model::LayerWeights& L, const uint16_t* x, int64_t tokens, float* gate) {
-    if (!L.up_bias.empty())
-      return unsupported("layer " + std::to_string(L.index) +
-                         " has an up bias; the GPU gate has no bias term; profile with --cpu");
     FFNJIT_TRY(dev->make_current());
     const size_t wbytes = size_t(L.d_ff) * L.d_model * 2;
+    const std::vector<float>& gate_bias = L.gated ? L.gate_bias : L.up_bias;
     if (layer_index != L.index) {
       auto b = DeviceBuffer::alloc(wbytes);
       FFNJIT_TRY(b);
       w = std::move(*b);
       FFNJIT_TRY(w.upload(L.gated ? L.wg.data() : L.wu.data(), wbytes));
+      bias = DeviceBuffer();
+      if (!gate_bias.empty()) {
+        std::vector<uint16_t> bb(gate_bias.size());
+        for (size_t i = 0; i < bb.size(); ++i) bb[i] = float_to_bf16(gate_bias[i]);
+        auto d = DeviceBuffer::alloc(bb.size() * 2);
+        FFNJIT_TRY(d);
+        bias = std::move(*d);
+        FFNJIT_TRY(bias.upload(bb.data(), bb.size() * 2));
+      }
       layer_index = L.index;
     }
-    const LayerShape shape{L.d_model, L.d_ff, L.gated, DType::kBF16};
+    // The kernels' own activation and bias: the profile sees what serving decides.
+    LayerShape shape{L.d_model, L.d_ff, L.gated, DType::kBF16};
+    shape.activation = L.activation == ref::Activation::kRelu2     ? Activation::kRelu2
+                       : L.activation == ref::Activation::kFatRelu ? Activation::kFatRelu
+                                                                   : Activation::kRelu;
+    (L.gated ? shape.gate_bias : shape.up_bias) = !gate_bias.empty();
     const int tile_n = 128;
     const int m = int(tokens);
     SparseFfnConfig cfg = default_sparse_config(shape, arch, m, Sparsity{tile_n, tile_n});
@@ -40,6 +52,8 @@ struct GpuGate {
     FfnDeviceWeights fw;
     fw.layer = shape;
     (L.gated ? fw.w_gate : fw.w_up) = w.ptr();
+    (L.gated ? fw.gate_bias : fw.up_bias) = bias.ptr();
+    fw.threshold = L.activation_threshold;
     FFNJIT_TRY(sparse_ffn_gate(kernels, cfg, fw, dx->ptr(), m, ws->ptr(), stream));
     const drv::Api* cu = dev->api();
     FFNJIT_CU(cuStreamSynchronize(stream));

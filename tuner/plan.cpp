@@ -7,6 +7,7 @@
 #include "model/specialize.hpp"
 #include "runtime/buckets.hpp"
 #include "runtime/identity.hpp"
+#include "runtime/device_weights.hpp"
 #include "support/strings.hpp"
 
 namespace ffnjit {
@@ -111,6 +112,8 @@ Expected<Plan> make_plan(const model::ModelInfo& info, const std::vector<BatchBu
       return user_error("layer " + std::to_string(L.index) + " has d_ff=" + std::to_string(L.d_ff) +
                         ", which does not split into " + std::to_string(tp_size) +
                         " tensor-parallel shards of a multiple of 8 neurons");
+    auto math = checkpoint_layer_shape(info, L);  // with its activation and biases
+    FFNJIT_TRY(math);
     const int shard_ff = L.d_ff / tp_size;
     const profile::LayerProfile* lp = profile ? profile->layer(L.index) : nullptr;
     if (profile && !lp)
@@ -131,7 +134,10 @@ Expected<Plan> make_plan(const model::ModelInfo& info, const std::vector<BatchBu
       for (const auto& b : buckets) {
         PlanEntry e;
         e.signature = format_layer_id(id);
-        e.layer = LayerShape{L.d_model, shard_ff, L.gated, DType::kBF16};
+        e.layer = *math;
+        e.layer.d_ff = shard_ff;
+        // A TP engine adds the down bias once (rank 0's shard), after the all-reduce sums.
+        e.layer.down_bias = math->down_bias && rank == 0;
         e.sparsity = sp, e.bucket = b, e.tokens = measure_tokens(b);
         e.layer_index = L.index, e.tp_size = tp_size, e.tp_rank = rank;
         plan.entries.push_back(e);

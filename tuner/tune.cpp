@@ -139,10 +139,6 @@ Expected<Sources> open_sources(const TuneOptions& o) {
   FFNJIT_TRY(ckpt);
   src.ckpt.emplace(std::move(*ckpt));
   const model::ModelInfo& info = src.ckpt->info();
-  for (const auto& L : info.layers)
-    if (!L.up_bias.empty() || !L.down_bias.empty())
-      return unsupported("layer " + std::to_string(L.index) +
-                         " has FFN biases; ffnjit's kernels compute bias-free FFNs, so this model cannot be tuned");
   if (!o.profile.empty()) {
     auto p = profile::read(o.profile);
     FFNJIT_TRY(p);
@@ -170,34 +166,40 @@ Expected<Sources> open_sources(const TuneOptions& o) {
 
 // One layer (or shard) in host memory, for the GPU copy and the fp64 reference.
 struct HostLayer {
-  LayerShape shape;
-  std::vector<uint16_t> wg, wu, wd;
-  ref::FfnWeights view() const {
-    return {shape.gated ? wg.data() : nullptr, wu.data(), wd.data(), shape.d_model, shape.d_ff, shape.gated};
-  }
-  HostFfnWeights host() const { return {shape.gated ? wg.data() : nullptr, wu.data(), wd.data(), shape}; }
+  LayerShape shape;  // with the layer's activation and biases
+  model::LayerWeights w;
+  ref::FfnWeights view() const { return w.view(); }
+  HostFfnWeights host() const { return host_weights(w, shape); }
 };
 
 // The shard of layer `e.layer_index` that `e` tunes: rows [r f, (r + 1) f) of Wg and Wu
-// and the same columns of Wd, f = d_ff / tp_size.
+// (and their biases) and the same columns of Wd, f = d_ff / tp_size; the down bias on
+// rank 0 only (a TP engine adds it once).
 Expected<HostLayer> load_host_layer(const model::Checkpoint& ckpt, const PlanEntry& e) {
   auto w = ckpt.load_layer(e.layer_index);
   FFNJIT_TRY(w);
   HostLayer h;
   h.shape = e.layer;
   if (e.tp_size == 1) {
-    h.wg = std::move(w->wg), h.wu = std::move(w->wu), h.wd = std::move(w->wd);
+    h.w = std::move(*w);
     return h;
   }
   const size_t dm = size_t(w->d_model), f = size_t(e.layer.d_ff), f0 = size_t(e.tp_rank) * f;
+  model::LayerWeights s = *w;
   auto rows = [&](const std::vector<uint16_t>& m) {
     return std::vector<uint16_t>(m.begin() + f0 * dm, m.begin() + (f0 + f) * dm);
   };
-  if (w->gated) h.wg = rows(w->wg);
-  h.wu = rows(w->wu);
-  h.wd.resize(dm * f);
-  for (size_t d = 0; d < dm; ++d)
-    std::copy_n(w->wd.begin() + d * size_t(w->d_ff) + f0, f, h.wd.begin() + d * f);
+  auto range = [&](const std::vector<float>& v) {
+    return v.empty() ? v : std::vector<float>(v.begin() + f0, v.begin() + f0 + f);
+  };
+  s.d_ff = int(f);
+  if (w->gated) s.wg = rows(w->wg);
+  s.wu = rows(w->wu);
+  s.wd.resize(dm * f);
+  for (size_t d = 0; d < dm; ++d) std::copy_n(w->wd.begin() + d * size_t(w->d_ff) + f0, f, s.wd.begin() + d * f);
+  s.gate_bias = range(w->gate_bias), s.up_bias = range(w->up_bias);
+  if (e.tp_rank != 0) s.down_bias.clear();
+  h.w = std::move(s);
   return h;
 }
 

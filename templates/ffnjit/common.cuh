@@ -29,6 +29,27 @@ __device__ __forceinline__ float bf16_hi(u32 v) { return __uint_as_float(v & 0xf
 // non-finite inputs propagate as in the dense computation.
 __device__ __forceinline__ bool is_active(float v) { return !(v <= 0.0f); }
 
+// The FFN activations (codegen Activation; docs/kernels.md). Every GPU path decides a
+// neuron's activity the same way, on its gate pre-activation z already rounded to bf16
+// (z = bf16(x . w_j + b_j), one rounding of the fp32 sum): active unless z <= 0 (relu,
+// relu2) or z <= threshold (fatrelu), so NaN stays active as in torch.relu.
+enum ActKind { kActRelu = 0, kActRelu2 = 1, kActFatRelu = 2 };
+
+template <int ACT>
+__device__ __forceinline__ bool act_active(float z, float threshold) {
+  return ACT == kActFatRelu ? !(z <= threshold) : !(z <= 0.0f);
+}
+
+// The activated value of an active neuron as the TwELL stores it (bf16): z itself for
+// relu and fatrelu (exact), bf16(z * z) for relu2 (what a bf16 pipeline's
+// square(relu(z)) stores).
+template <int ACT>
+__device__ __forceinline__ u16 act_value_bf16(u16 z) {
+  if (ACT != kActRelu2) return z;
+  const float f = bf16_to_f32(z);
+  return f32_to_bf16(f * f);
+}
+
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   return static_cast<u32>(__cvta_generic_to_shared(p));
 }

@@ -1,4 +1,5 @@
-// Decode gate: x·Wg^T for a few tokens (bm <= 64) with ReLU and TwELL packing fused.
+// Decode gate: x·Wg^T (+ bias) for a few tokens (bm <= 64) with the activation and TwELL
+// packing fused.
 // At decode the gate is a matrix-vector product bound by reading Wg (23 MB at d_model
 // 2048, d_ff 5632), so what counts is bytes in flight on every SM, not MMA issue.
 // A CTA owns one TwELL tile (tile_n neurons) for bm tokens; its warps split the
@@ -20,9 +21,12 @@
 
 namespace ffnjit {
 
-template <int D_MODEL, int D_FF, int TILE_N, int CAP, int BM, int THREADS, int UNROLL>
+template <int D_MODEL, int D_FF, int TILE_N, int CAP, int BM, int THREADS, int UNROLL, int ACT,
+          bool BIAS>
 struct GateGemvConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kTileN = TILE_N, kCap = CAP, kBM = BM;
+  static constexpr int kAct = ACT;
+  static constexpr bool kBias = BIAS;  // add GatePackParams::bias before rounding z to bf16
   static constexpr int kThreads = THREADS, kWarps = THREADS / 32, kUnroll = UNROLL;
   static constexpr int kRowGroups = TILE_N / 16;           // 16 neurons per warp
   static constexpr int kKSplit = kWarps / kRowGroups;      // warps along d_model
@@ -113,6 +117,7 @@ __device__ void gate_gemv(const GatePackParams& p) {
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < C::kKSplit; ++k) s += red[k * C::kBM * C::kTileN + i];
+    if (C::kBias && n0 + i % C::kTileN < C::kFF) s += bf16_to_f32(p.bias[n0 + i % C::kTileN]);
     sC[(i / C::kTileN) * C::kEpiStride + i % C::kTileN] = f32_to_bf16(s);
   }
   __syncthreads();
@@ -121,8 +126,8 @@ __device__ void gate_gemv(const GatePackParams& p) {
   // lists the neurons in shared memory (over the partials, no longer needed); then
   // the whole CTA issues one prefetch per 128-byte line.
   u32* stored = reinterpret_cast<u32*>(red);
-  pack_gate_tile<C::kTileN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(
-      sC, C::kBM, m0, 1, tile, p.tw, p.tokens, [&](int j) {
+  pack_gate_tile<C::kTileN, C::kCap, C::kFF, C::kEpiStride, C::kThreads, C::kAct>(
+      sC, C::kBM, m0, 1, tile, p.tw, p.tokens, p.threshold, [&](int j) {
         if (C::kPrefetch && p.prefetch_down_t) stored[atomicAdd(&n_stored, 1u)] = u32(j);
       });
   __syncthreads();

@@ -1,6 +1,6 @@
-// Gate projection on tensor cores (mma.sync m16n8k16, cp.async pipeline) with ReLU
-// and TwELL packing fused into the epilogue. One CTA owns a bm x tile_n tile, so a
-// (token, tile) pair is packed by exactly one warp, in neuron order: deterministic.
+// Gate projection on tensor cores (mma.sync m16n8k16, cp.async pipeline) with the gate
+// bias, the activation and TwELL packing fused into the epilogue. One CTA owns a bm x tile_n tile,
+// so a (token, tile) pair is packed by exactly one warp, in neuron order: deterministic.
 //
 // SPLITS > 1 (sm_90a): a thread-block cluster of SPLITS CTAs shares the tile, each
 // CTA a contiguous share of d_model's k-tiles. At a few dozen tokens the grid is only
@@ -14,11 +14,13 @@
 
 namespace ffnjit {
 
-template <int D_MODEL, int D_FF, int TILE_N, int CAP, int BM, int BK, int WARPS_M, int WARPS_N, int STAGES,
-          int SPLITS>
+template <int D_MODEL, int D_FF, int TILE_N, int CAP, int BM, int BK, int WARPS_M, int WARPS_N,
+          int STAGES, int SPLITS, int ACT, bool BIAS>
 struct GatePackConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kBN = TILE_N, kCap = CAP, kBM = BM, kBK = BK;
   static constexpr int kWarpsM = WARPS_M, kWarpsN = WARPS_N, kStages = STAGES, kSplits = SPLITS;
+  static constexpr int kAct = ACT;
+  static constexpr bool kBias = BIAS;  // add GatePackParams::bias before rounding z to bf16
   static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
   static constexpr int kChunks = BK / 8;  // 16-byte chunks per smem row
   static constexpr int kWTM = BM / WARPS_M, kWTN = TILE_N / WARPS_N;
@@ -72,11 +74,13 @@ __device__ __forceinline__ void gate_pack_cluster_epilogue(const GatePackParams&
       *reinterpret_cast<float2*>(own + row * C::kBN + col) = make_float2(acc[mi][ni][0], acc[mi][ni][1]);
       *reinterpret_cast<float2*>(own + (row + 8) * C::kBN + col) = make_float2(acc[mi][ni][2], acc[mi][ni][3]);
     }
-  const int rows = reduce_cluster_rows<C::kBM, C::kBN, C::kSplits, C::kThreads, C::kEpiStride>(
-      own, sC, rank, min(C::kBM, p.tokens - m0));
+  const int rows =
+      reduce_cluster_rows<C::kBM, C::kBN, C::kSplits, C::kThreads, C::kEpiStride, C::kBias>(
+          own, sC, rank, min(C::kBM, p.tokens - m0), C::kBias ? p.bias + tile * C::kBN : nullptr,
+          C::kFF - tile * C::kBN);
   __syncthreads();
-  pack_gate_tile<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, rows, m0 + rank, C::kSplits, tile, p.tw,
-                                                                      p.tokens);
+  pack_gate_tile<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads, C::kAct>(
+      sC, rows, m0 + rank, C::kSplits, tile, p.tw, p.tokens, p.threshold);
   __syncthreads();
   spill_overflowed_rows<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, rows, m0 + rank, C::kSplits, tile,
                                                                              p.tw, p.tokens);
@@ -152,21 +156,31 @@ __device__ void gate_pack(const GatePackParams& p) {
 
   if (C::kSplits > 1) return gate_pack_cluster_epilogue<C>(p, acc, smem, m0, tile, rank);
 
-  // Epilogue 1: accumulators -> bf16 tile in smem (the gate values the dense path would store).
+  // Epilogue 1: accumulators + bias -> bf16 pre-activation tile in smem (the gate values
+  // the dense path would store).
   u16* sC = reinterpret_cast<u16*>(smem);  // [bm][tile_n + 8]
 #pragma unroll
-  for (int mi = 0; mi < C::kMI; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < C::kNI; ++ni) {
-      const int row = wm * C::kWTM + mi * 16 + lane / 4, col = wn * C::kWTN + ni * 8 + (lane % 4) * 2;
-      *reinterpret_cast<u32*>(sC + row * C::kEpiStride + col) = pack_bf16x2(acc[mi][ni][0], acc[mi][ni][1]);
-      *reinterpret_cast<u32*>(sC + (row + 8) * C::kEpiStride + col) =
-          pack_bf16x2(acc[mi][ni][2], acc[mi][ni][3]);
+  for (int ni = 0; ni < C::kNI; ++ni) {
+    const int col = wn * C::kWTN + ni * 8 + (lane % 4) * 2;
+    float b0 = 0.0f, b1 = 0.0f;
+    if (C::kBias && n0 + col < C::kFF) {  // d_ff is even: both neurons are in range
+      const u32 b = *reinterpret_cast<const u32*>(p.bias + n0 + col);
+      b0 = bf16_lo(b), b1 = bf16_hi(b);
     }
+#pragma unroll
+    for (int mi = 0; mi < C::kMI; ++mi) {
+      const int row = wm * C::kWTM + mi * 16 + lane / 4;
+      float a[4] = {acc[mi][ni][0], acc[mi][ni][1], acc[mi][ni][2], acc[mi][ni][3]};
+      if (C::kBias) a[0] += b0, a[1] += b1, a[2] += b0, a[3] += b1;
+      *reinterpret_cast<u32*>(sC + row * C::kEpiStride + col) = pack_bf16x2(a[0], a[1]);
+      *reinterpret_cast<u32*>(sC + (row + 8) * C::kEpiStride + col) = pack_bf16x2(a[2], a[3]);
+    }
+  }
   __syncthreads();
 
-  // Epilogue 2: ReLU and TwELL packing, one warp per token.
-  pack_gate_tile<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, 1, tile, p.tw, p.tokens);
+  // Epilogue 2: the activation and TwELL packing, one warp per token.
+  pack_gate_tile<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads, C::kAct>(
+      sC, C::kBM, m0, 1, tile, p.tw, p.tokens, p.threshold);
   __syncthreads();
   spill_overflowed_rows<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, 1, tile, p.tw, p.tokens);
 }

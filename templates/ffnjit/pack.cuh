@@ -1,15 +1,17 @@
-// TwELL packing of a gate that a cuBLASLt GEMM already computed with its ReLU
-// epilogue: one CTA per token, one warp per tile, the same packing as gate_pack's
-// epilogue (so the two gate paths produce identical TwELL).
+// TwELL packing of a gate that a cuBLASLt GEMM already computed (its bias epilogue adds
+// the gate bias before rounding to bf16, as the fused gates do): the activation's test
+// and value on the pre-activations, one CTA per token, one warp per tile, the same
+// packing as gate_pack's epilogue (so the gate paths produce identical TwELL).
 #pragma once
 
 #include "ffnjit/twell.cuh"
 
 namespace ffnjit {
 
-template <int D_FF, int TILE_N, int CAP, int THREADS>
+template <int D_FF, int TILE_N, int CAP, int THREADS, int ACT>
 struct PackConfig {
   static constexpr int kFF = D_FF, kTileN = TILE_N, kCap = CAP, kThreads = THREADS, kWarps = THREADS / 32;
+  static constexpr int kAct = ACT;
   static constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
   static constexpr int kV = TILE_N / 32 < 8 ? TILE_N / 32 : 8;  // bf16 values per lane and step
 };
@@ -23,8 +25,9 @@ __device__ void pack_gate(const PackParams& p) {
   u32 overflowed = 0, active = 0;
   for (int t = warp; t < C::kTiles; t += C::kWarps) {
     const i64 slot = i64(m) * C::kTiles + t;
-    const u32 count = pack_tile_warp<C::kTileN, C::kCap, C::kV>(row + t * C::kTileN, t * C::kTileN, C::kFF,
-                                                                p.tw.entries + slot * C::kCap, lane);
+    const u32 count = pack_tile_warp<C::kTileN, C::kCap, C::kV, C::kAct>(
+        row + t * C::kTileN, t * C::kTileN, C::kFF, p.tw.entries + slot * C::kCap, lane,
+        p.threshold);
     if (lane == 0) p.tw.counts[slot] = count, overflowed += count > u32(C::kCap), active += count;
   }
   if (lane == 0 && overflowed) atomicAdd(p.tw.overflow, overflowed);

@@ -34,8 +34,10 @@ struct TwellBuffers {
 constexpr int kHeavySlots = 64;
 
 struct GatePackParams {
-  const u16* x;  // [tokens][d_model], bf16
-  const u16* w;  // [d_ff][d_model], bf16: Wg (gated) or Wu (non-gated)
+  const u16* x;     // [tokens][d_model], bf16
+  const u16* w;     // [d_ff][d_model], bf16: Wg (gated) or Wu (non-gated)
+  const u16* bias;  // [d_ff], bf16: w's bias; read only by kernels whose spec has gate_bias()
+  float threshold;  // fatrelu: active iff z > threshold (other activations ignore it)
   TwellBuffers tw;
   int tokens;
   // gate_gemv: rows of every stored neuron to prefetch into L2 for the up/down kernel
@@ -46,10 +48,14 @@ struct GatePackParams {
 
 // Shared by the up_down, up and down kernels (templates/ffnjit/up_down.cuh).
 struct UpDownParams {
-  const u16* x;         // [tokens][d_model]
-  const u16* w_gate;    // [d_ff][d_model]: Wg (gated) or Wu (non-gated), for overflowed tiles
-  const u16* w_up;      // [d_ff][d_model]: Wu (gated; unused when non-gated)
-  const u16* w_down_t;  // [d_ff][d_model]: Wd transposed, so a neuron's down row is contiguous
+  const u16* x;          // [tokens][d_model]
+  const u16* w_gate;     // [d_ff][d_model]: Wg (gated) or Wu (non-gated), for overflowed tiles
+  const u16* w_up;       // [d_ff][d_model]: Wu (gated; unused when non-gated)
+  const u16* w_down_t;   // [d_ff][d_model]: Wd transposed, so a neuron's down row is contiguous
+  const u16* gate_bias;  // [d_ff]: w_gate's bias (spec gate_bias()), for overflowed tiles
+  const u16* up_bias;    // [d_ff]: w_up's bias (spec up_bias())
+  const u16* down_bias;  // [d_model]: Wd's bias (spec down_bias()), added in the final store
+  float threshold;       // fatrelu's, for overflowed tiles
   const u32* counts;    // TwELL counts and entries from the gate
   u32* entries;         // the up kernel writes h over the gate values
   u16* out;             // [tokens][d_model]
@@ -72,9 +78,11 @@ struct UpDownParams {
   int heavy_splits, heavy_threshold, heavy_pass;
 };
 
-// TwELL packing of a gate computed elsewhere (cuBLASLt GEMM with ReLU epilogue).
+// TwELL packing of a gate computed elsewhere (a cuBLASLt GEMM, its bias epilogue adding
+// the gate bias): the kernel applies the activation.
 struct PackParams {
-  const u16* g;  // [tokens][d_ff], bf16
+  const u16* g;     // [tokens][d_ff], bf16 gate pre-activations
+  float threshold;  // fatrelu's
   TwellBuffers tw;
   int tokens;
 };
@@ -86,9 +94,11 @@ struct TransposeParams {
 };
 
 struct DenseActParams {
-  const u16* gu;  // gated: [tokens][2 * d_ff] = [x Wg^T | x Wu^T]; non-gated: [tokens][d_ff]
-  u16* h;         // [tokens][d_ff]
+  const u16*
+      gu;  // gated: [tokens][2 * d_ff] = [x Wg^T + bg | x Wu^T + bu]; non-gated: [tokens][d_ff]
+  u16* h;  // [tokens][d_ff] (may be gu itself when non-gated)
   i64 tokens;
+  float threshold;  // fatrelu's
   // Gated, when set: x Wu^T [tokens][d_ff] apart from the gate, which `gu` then holds
   // alone ([tokens][d_ff]; the dense switch's up/down behind the GEMM gate). h may be u.
   const u16* u;

@@ -33,13 +33,13 @@ struct NoStoredHook {
   __device__ void operator()(int) const {}
 };
 
-// One warp packs one (token, tile) from its bf16 gate values vals[0, TILE_N)
-// (neurons n0 ..): ReLU, entries in neuron order up to CAP, and returns the count of
-// active neurons (which may exceed CAP). Each lane takes V neighbours per step and
-// calls stored(neuron) for each entry it writes.
-template <int TILE_N, int CAP, int V, class Stored = NoStoredHook>
-__device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff, u32* entries, int lane,
-                                              Stored stored = {}) {
+// One warp packs one (token, tile) from its bf16 gate pre-activations vals[0, TILE_N)
+// (neurons n0 ..): the activation's test (act_active), entries act(z) in neuron order up
+// to CAP, and returns the count of active neurons (which may exceed CAP). Each lane
+// takes V neighbours per step and calls stored(neuron) for each entry it writes.
+template <int TILE_N, int CAP, int V, int ACT, class Stored = NoStoredHook>
+__device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff, u32* entries,
+                                              int lane, float threshold, Stored stored = {}) {
   static_assert(TILE_N % (32 * V) == 0, "a warp step must divide the tile");
   u32 count = 0;
 #pragma unroll
@@ -52,7 +52,7 @@ __device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff,
       load_bf16s<V>(v, vals + c);
 #pragma unroll
       for (int i = 0; i < V; ++i)
-        if (is_active(bf16_to_f32(v[i]))) bits |= 1u << i, ++mine;
+        if (act_active<ACT>(bf16_to_f32(v[i]), threshold)) bits |= 1u << i, ++mine;
     }
     int incl = mine;
 #pragma unroll
@@ -64,7 +64,8 @@ __device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff,
 #pragma unroll
     for (int i = 0; i < V; ++i)
       if (bits >> i & 1u) {
-        if (pos < u32(CAP)) entries[pos] = twell_entry(v[i], u32(c + i)), stored(n0 + c + i);
+        if (pos < u32(CAP))
+          entries[pos] = twell_entry(act_value_bf16<ACT>(v[i]), u32(c + i)), stored(n0 + c + i);
         ++pos;
       }
     count += u32(__shfl_sync(0xffffffffu, incl, 31));
@@ -72,13 +73,16 @@ __device__ __forceinline__ u32 pack_tile_warp(const u16* vals, int n0, int d_ff,
   return count;
 }
 
-// Epilogue of the gate kernels: the CTA's bf16 gate tile sC[rows][STRIDE] (row r is
-// token m0 + r * m_step; neurons tile * TILE_N ..) becomes TwELL, one warp per token,
-// in neuron order (deterministic). Counts overflowed pairs and, in tile 0, zeroes the
-// token's split up_down ticket. stored(neuron) runs for each entry written.
-template <int TILE_N, int CAP, int D_FF, int STRIDE, int THREADS, class Stored = NoStoredHook>
-__device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, int m_step, int tile,
-                                               const TwellBuffers& tw, int tokens, Stored stored = {}) {
+// Epilogue of the gate kernels: the CTA's bf16 pre-activation tile sC[rows][STRIDE] (row
+// r is token m0 + r * m_step; neurons tile * TILE_N ..; biases already added) becomes
+// TwELL, one warp per token, in neuron order (deterministic). Counts overflowed pairs
+// and, in tile 0, zeroes the token's split up_down ticket. stored(neuron) runs for each
+// entry written.
+template <int TILE_N, int CAP, int D_FF, int STRIDE, int THREADS, int ACT,
+          class Stored = NoStoredHook>
+__device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, int m_step,
+                                               int tile, const TwellBuffers& tw, int tokens,
+                                               float threshold, Stored stored = {}) {
   constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   u32 overflowed = 0;
@@ -86,8 +90,8 @@ __device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, 
     const int m = m0 + r * m_step;
     if (m >= tokens) break;
     const i64 slot = i64(m) * kTiles + tile;
-    const u32 count = pack_tile_warp<TILE_N, CAP, 1>(sC + r * STRIDE, tile * TILE_N, D_FF, tw.entries + slot * CAP, lane,
-                                                      stored);
+    const u32 count = pack_tile_warp<TILE_N, CAP, 1, ACT>(
+        sC + r * STRIDE, tile * TILE_N, D_FF, tw.entries + slot * CAP, lane, threshold, stored);
     if (lane == 0) {
       tw.counts[slot] = count;
       overflowed += count > u32(CAP);
@@ -95,6 +99,14 @@ __device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, 
     }
   }
   if (lane == 0 && overflowed) atomicAdd(tw.overflow, overflowed);
+}
+
+// The gate bias of 4 neurons n .. n + 3 of a tile (bias_tile: the tile's first bias;
+// n_valid: neurons of the tile inside d_ff, a multiple of 8, so a quad is all in or out).
+__device__ __forceinline__ float4 bias_quad(const u16* bias_tile, int n, int n_valid) {
+  if (n >= n_valid) return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  const uint2 b = *reinterpret_cast<const uint2*>(bias_tile + n);
+  return make_float4(bf16_lo(b.x), bf16_hi(b.x), bf16_lo(b.y), bf16_hi(b.y));
 }
 
 // After pack_gate_tile (and a __syncthreads): every row of the gate tile whose count
@@ -117,18 +129,25 @@ __device__ __forceinline__ void spill_overflowed_rows(const u16* sC, int rows, i
 // Split-K gate across a thread-block cluster of SPLITS CTAs (sm_90a): every CTA holds
 // its fp32 partial own[BM][TILE_N] in shared memory. This CTA sums, in rank order
 // (deterministic), the partials of all CTAs for its token rows rank, rank + SPLITS, ...
-// (of the rows_valid rows that are real tokens) into the bf16 tile sC (compacted: row i
-// is token row rank + i * SPLITS) and returns how many rows it owns. Leaves the cluster
-// barrier armed: call cluster_wait() before exit, so no CTA leaves while a peer reads it.
-template <int BM, int TILE_N, int SPLITS, int THREADS, int STRIDE>
-__device__ __forceinline__ int reduce_cluster_rows(const float* own, u16* sC, int rank, int rows_valid) {
+// (of the rows_valid rows that are real tokens), adds the gate bias (BIAS: bias_tile is
+// the tile's first one) and rounds into the bf16 tile sC (compacted: row i is token row rank + i *
+// SPLITS); returns how many rows it owns. Leaves the cluster barrier armed: call
+// cluster_wait() before exit, so no CTA leaves while a peer reads it.
+template <int BM, int TILE_N, int SPLITS, int THREADS, int STRIDE, bool BIAS>
+__device__ __forceinline__ int reduce_cluster_rows(const float* own, u16* sC, int rank,
+                                                   int rows_valid, const u16* bias_tile,
+                                                   int n_valid) {
   const int rows = rank < rows_valid ? (rows_valid - rank + SPLITS - 1) / SPLITS : 0;
   cluster_arrive();  // own[] is complete in every CTA of the cluster ...
   cluster_wait();    // ... and visible here
   constexpr int kQuads = TILE_N / 4;
   for (int i = threadIdx.x; i < rows * kQuads; i += THREADS) {
     const int lr = i / kQuads, n = (i % kQuads) * 4;
-    const float4 s = cluster_sum_f32x4<SPLITS>(own + (rank + lr * SPLITS) * TILE_N + n);
+    float4 s = cluster_sum_f32x4<SPLITS>(own + (rank + lr * SPLITS) * TILE_N + n);
+    if (BIAS) {
+      const float4 b = bias_quad(bias_tile, n, n_valid);
+      s.x += b.x, s.y += b.y, s.z += b.z, s.w += b.w;
+    }
     *reinterpret_cast<uint2*>(sC + lr * STRIDE + n) = make_uint2(pack_bf16x2(s.x, s.y), pack_bf16x2(s.z, s.w));
   }
   cluster_arrive();  // done reading the peers

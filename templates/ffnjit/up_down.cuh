@@ -1,7 +1,8 @@
-// Up and down projections from the packed gate. Active neurons: h = g * (x . Wu[j])
-// (gated) or h = g (non-gated), then out += h * WdT[j]. A tile whose count exceeded
-// capacity is recomputed exactly from the weights (the backup path), so overflow
-// never loses a neuron. Three modes share the pieces below (docs/kernels.md):
+// Up and down projections from the packed gate. Active neurons: h = a * (x . Wu[j] + bu[j])
+// (gated) or h = a (non-gated), a = act(z) as the TwELL stores it, then out += h * WdT[j]
+// and out + bd is rounded once to bf16. A tile whose count exceeded capacity is
+// recomputed exactly from the weights (the backup path: z, the activation, up), so
+// overflow never loses a neuron. Three modes share the pieces below (docs/kernels.md):
 //  - fused (up_down): one token per CTA, or per split of its tiles; h stays in shared
 //    memory; the split CTAs of a token sum their fp32 partials in split order, through
 //    distributed shared memory when they form a cluster (CLUSTER, sm_90a), else the
@@ -18,10 +19,15 @@ namespace ffnjit {
 
 enum UpDownMode { kModeFused = 0, kModeUp = 1, kModeDown = 2 };
 
-template <int D_MODEL, int D_FF, int TILE_N, int CAP, bool GATED, int THREADS, int SPLITS, int MODE, bool CLUSTER>
+template <int D_MODEL, int D_FF, int TILE_N, int CAP, bool GATED, int THREADS, int SPLITS, int MODE,
+          bool CLUSTER, int ACT, bool GATE_BIAS, bool UP_BIAS, bool DOWN_BIAS>
 struct UpDownConfig {
   static constexpr int kModel = D_MODEL, kFF = D_FF, kTileN = TILE_N, kCap = CAP;
   static constexpr bool kGated = GATED, kCluster = CLUSTER;
+  // The layer's math (UpDownParams biases): the backup path's activation and gate bias,
+  // the up dots' bias (gated), the bias added in the final store.
+  static constexpr int kAct = ACT;
+  static constexpr bool kGateBias = GATE_BIAS, kUpBias = UP_BIAS, kDownBias = DOWN_BIAS;
   static constexpr int kThreads = THREADS, kSplits = SPLITS, kWarps = THREADS / 32, kMode = MODE;
   static constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N;
   // fused and up split a token's tiles over SPLITS CTAs; down splits its columns.
@@ -33,6 +39,7 @@ struct UpDownConfig {
   static constexpr int kListCap = kTilesPerSplit * CAP;
   static_assert(!kColumnSplit || kVecs % SPLITS == 0, "down splits must divide d_model / 8");
   static_assert(!CLUSTER || (MODE == kModeFused && SPLITS > 1 && SPLITS <= 8), "a cluster holds a token's splits");
+  static_assert(!UP_BIAS || GATED, "only a gated layer's up projection is separate from its gate");
   // Weight rows in flight per thread in the down accumulation: 8 when a thread owns one
   // 8-column vector (decode: a few long dependent chains), else 4 (registers).
   static constexpr int kDownRows = kVecsPerThread == 1 ? 8 : 4;
@@ -170,7 +177,7 @@ __device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int 
   return S::off()[n];
 }
 
-// h *= x . Wu[j] over the list (gated layers).
+// h *= x . Wu[j] + bu[j] over the list (gated layers).
 template <class C>
 __device__ __forceinline__ void up_dots(const UpDownParams& p, int m, int total) {
   using S = UpDownSmem<C>;
@@ -182,7 +189,7 @@ __device__ __forceinline__ void up_dots(const UpDownParams& p, int m, int total)
       j = (j / C::kCap) * C::kTileN + twell_index(entry);
     }
     const float u = warp_dot<C>(S::x(), p.w_up + i64(j) * C::kModel, lane);
-    if (lane == 0) S::h()[i] *= u;
+    if (lane == 0) S::h()[i] *= C::kUpBias ? u + bf16_to_f32(p.up_bias[j]) : u;
   }
   __syncthreads();
 }
@@ -220,8 +227,17 @@ __device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C:
       const int j = t * C::kTileN + jj;
       float h = 0.0f;
       if (j < C::kFF) {
-        const float g = bf16_to_f32(gv[jj]);
-        if (is_active(g)) h = C::kGated ? g * warp_dot<C, 2>(S::x(), p.w_up + i64(j) * C::kModel, lane) : g;
+        // z (the gate's bf16 pre-activation, bias included) and a = act(z) rounded
+        // exactly as the gate kernels round them (docs/kernels.md).
+        const u16 z = gv[jj];
+        if (act_active<C::kAct>(bf16_to_f32(z), p.threshold)) {
+          h = bf16_to_f32(act_value_bf16<C::kAct>(z));
+          if (C::kGated) {
+            float u = warp_dot<C, 2>(S::x(), p.w_up + i64(j) * C::kModel, lane);
+            if (C::kUpBias) u += bf16_to_f32(p.up_bias[j]);
+            h *= u;
+          }
+        }
       }
       if (lane == 0) S::tile()[jj] = h;
     }
@@ -242,6 +258,21 @@ __device__ __forceinline__ void store_bf16(u16* dst, const float (&a)[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) o.w[i] = pack_bf16x2(a[2 * i], a[2 * i + 1]);
   *reinterpret_cast<Vec8*>(dst) = o;
+}
+
+// The output's 8 columns vec * 8 .. of token m: a + bd (when the layer has a down bias),
+// rounded once to bf16, as cuBLASLt's bias epilogue rounds the dense path's.
+template <class C>
+__device__ __forceinline__ void store_out(const UpDownParams& p, int m, int vec,
+                                          const float (&a)[8]) {
+  u16* dst = p.out + i64(m) * C::kModel + vec * 8;
+  if (!C::kDownBias) return store_bf16(dst, a);
+  const Vec8 b = ld_vec8(p.down_bias + vec * 8);
+  float s[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    s[2 * i] = a[2 * i] + bf16_lo(b.w[i]), s[2 * i + 1] = a[2 * i + 1] + bf16_hi(b.w[i]);
+  store_bf16(dst, s);
 }
 
 // Split fused launch: publish this CTA's fp32 partial; the token's last CTA to
@@ -270,7 +301,7 @@ __device__ __forceinline__ void reduce_splits(const UpDownParams& p, const float
       const float4 a = __ldcg(src), b = __ldcg(src + 1);
       s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
     }
-    store_bf16(p.out + i64(m) * C::kModel + vec * 8, s);
+    store_out<C>(p, m, vec, s);
   }
   if (threadIdx.x == 0) p.tickets[m] = 0;  // ready for the next forward
 }
@@ -297,7 +328,7 @@ __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, con
   for (int vec = v_begin + threadIdx.x; vec < v_end; vec += C::kThreads) {
     const float4 a = cluster_sum_f32x4<C::kSplits>(part + vec * 8), b = cluster_sum_f32x4<C::kSplits>(part + vec * 8 + 4);
     const float s[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    store_bf16(p.out + i64(m) * C::kModel + vec * 8, s);
+    store_out<C>(p, m, vec, s);
   }
   cluster_arrive();  // peers may read this CTA's partial until every CTA is done
   cluster_wait();
@@ -365,7 +396,7 @@ __device__ __forceinline__ void reduce_heavy(const UpDownParams& p, const float 
       const float4 a = __ldcg(src), b = __ldcg(src + 1);
       s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
     }
-    store_bf16(p.out + i64(m) * C::kModel + vec * 8, s);
+    store_out<C>(p, m, vec, s);
   }
   if (threadIdx.x == 0) p.tickets[m] = 0;
 }
@@ -443,7 +474,7 @@ __device__ void up_down(const UpDownParams& p) {
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v) {
     const int vec = threadIdx.x + v * C::kThreads;
-    if (vec < C::kSliceVecs) store_bf16(p.out + i64(m) * C::kModel + (vec0 + vec) * 8, acc[v]);
+    if (vec < C::kSliceVecs) store_out<C>(p, m, vec0 + vec, acc[v]);
   }
 }
 

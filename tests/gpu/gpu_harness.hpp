@@ -31,18 +31,60 @@ Gpu* gpu(std::string* why);
 struct RefMemo {
   std::vector<uint16_t> x;
   std::vector<int> check;
+  float threshold = 0.0f;
   std::vector<double> out, gates;  // [check][d_model], [check][d_ff]
 };
 
-// A synthetic layer on the device, with WdT prepared as registration would.
+// What a test layer computes beyond a bias-free ReLU FFN: its activation and which
+// biases it has (LayerShape's meaning: gate_bias is Wg's, gated layers only).
+struct LayerMath {
+  Activation activation = Activation::kRelu;
+  bool gate_bias = false, up_bias = false, down_bias = false;
+};
+
+// A synthetic layer on the device, with WdT prepared as registration would, and its
+// biases (random bf16 values scaled to matter without drowning the sparse part: the gate
+// bias shifts pre-activations by ~0.25 sigma, the down bias is the size of the bias-free
+// output). `threshold` is fatrelu's, a launch value: tests pick it per input
+// (choose_threshold).
 struct DeviceLayer {
   synth::Layer host;
+  LayerShape shape;
+  std::vector<float> gate_bias, up_bias, down_bias;  // bf16-exact; empty when absent
+  float threshold = 0.0f;
   DeviceWeights device;
   mutable RefMemo memo;
-  FfnDeviceWeights weights() const { return device.sparse(); }
-  DenseDeviceWeights dense_weights() const { return device.dense(); }
+  FfnDeviceWeights weights() const {
+    FfnDeviceWeights w = device.sparse();
+    w.threshold = threshold;
+    return w;
+  }
+  DenseDeviceWeights dense_weights() const {
+    DenseDeviceWeights w = device.dense();
+    w.threshold = threshold;
+    return w;
+  }
+  ref::FfnWeights reference() const;  // the same math for the fp64 reference
 };
-std::unique_ptr<DeviceLayer> upload_layer(Gpu& g, synth::Layer layer);
+std::unique_ptr<DeviceLayer> upload_layer(Gpu& g, synth::Layer layer, const LayerMath& math = {},
+                                          uint64_t bias_seed = 7);
+
+// The tokens run_sparse_case and run_dense_case compare (all when few, else a sample,
+// plus `must_check`).
+std::vector<int> checked_tokens(int tokens, const std::vector<int>& must_check = {});
+
+// A fatrelu threshold near the median positive pre-activation of the checked tokens of
+// `x`, moved to a bf16 value whose rounding edge (where bf16(z) > t flips) has no checked
+// pre-activation within 1e-4 relative: the GPU's fp32 sums and the reference's fp64 ones
+// then agree on every neuron's activity, so the comparison tests the kernels, not ties.
+float choose_threshold(const DeviceLayer& layer, const std::vector<uint16_t>& x, int tokens,
+                       const std::vector<int>& must_check = {});
+
+// ||out - ref|| / ||ref|| over the checked tokens against the reference of `w` (e.g. the
+// layer's with one bias dropped: the test that a missing bias would be caught).
+double relative_error(const ref::FfnWeights& w, const std::vector<uint16_t>& x,
+                      const std::vector<uint16_t>& out, int tokens,
+                      const std::vector<int>& must_check = {});
 
 struct CaseResult {
   double rel_error = 0;        // ||out - ref|| / ||ref|| over the checked tokens
@@ -67,6 +109,12 @@ CaseResult run_sparse_case(Gpu& g, const DeviceLayer& layer, const SparseFfnConf
                            std::vector<uint16_t>* out_copy = nullptr);
 
 // The same comparison for the cuBLASLt dense path.
-CaseResult run_dense_case(Gpu& g, const DeviceLayer& layer, const std::vector<uint16_t>& x, int tokens);
+CaseResult run_dense_case(Gpu& g, const DeviceLayer& layer, const std::vector<uint16_t>& x,
+                          int tokens, std::vector<uint16_t>* out_copy = nullptr);
+
+// Compiles specs on all host cores before a sweep and loads them into the table (a
+// sweep over activations and biases needs many distinct kernels; KernelTable::get would
+// compile them one at a time).
+void precompile(Gpu& g, const std::vector<KernelSpec>& specs);
 
 }  // namespace ffnjit::test

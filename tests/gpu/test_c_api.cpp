@@ -10,6 +10,7 @@
 #include "ffnjit/ffnjit.h"
 #include "ffnjit/ffnjit.hpp"
 #include "runtime/buckets.hpp"
+#include "support/bf16.hpp"
 #include "tests/gpu/gpu_harness.hpp"
 
 using namespace ffnjit;
@@ -130,10 +131,11 @@ TEST_CASE("c api: layer registration validates its description") {
   static uint16_t host[16];
   d.up_proj = host;
   EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
-                "a weight pointer is not CUDA device memory");
+                "up_proj is not CUDA device memory");
   d = f.desc;
   d.down_proj = static_cast<const char*>(f.desc.down_proj) + 2;
-  EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT, "16-byte aligned");
+  EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "down_proj is not 16-byte aligned");
   d = f.desc;
   d.tile_n = 96;
   EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT, "tile_n=96 must be");
@@ -422,4 +424,133 @@ TEST_CASE("c api: the C++ wrapper owns the handles and throws the status and mes
     CHECK(contains(e.what(), "tokens=-1 is negative"));
   }
   CHECK(moved.stats().overflow_tiles >= 0);
+}
+
+TEST_CASE("c api: registration validates biases and activations") {
+  Fixture f;
+  if (!f.ready()) return;
+  ffnjit_layer* l = nullptr;
+  static DeviceBuffer bias = std::move(*DeviceBuffer::alloc(1536 * 2));
+  void* b = reinterpret_cast<void*>(bias.ptr());
+  ffnjit_layer_desc d = f.desc;
+  d.activation = ffnjit_activation(7);
+  EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "activation=7 is not an ffnjit_activation");
+  d = f.desc;
+  d.activation_threshold = 0.5f;
+  EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "activation_threshold is set but the activation is not FFNJIT_ACTIVATION_FATRELU");
+  d.activation = FFNJIT_ACTIVATION_FATRELU;
+  d.activation_threshold = -0.5f;
+  EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "must be a finite number >= 0 for fatrelu");
+  d = f.desc;
+  static uint16_t host_bias[1536];
+  d.up_bias = host_bias;
+  EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "up_bias is not CUDA device memory");
+  d.up_bias = static_cast<const char*>(b) + 1;
+  EXPECT_STATUS(ffnjit_layer_register(f.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "up_bias is not 2-byte aligned");
+  CHECK(l == nullptr);
+  // A gate bias on a non-gated layer (its only input projection is up_proj / fc1).
+  Fixture ng(false);
+  d = ng.desc;
+  d.gate_bias = b;
+  EXPECT_STATUS(ffnjit_layer_register(ng.ctx, &d, &l), FFNJIT_STATUS_INVALID_ARGUMENT,
+                "gate_bias is set on a non-gated layer");
+  CHECK(l == nullptr);
+}
+
+TEST_CASE("c api: biased layers with each activation are served exactly") {
+  std::string why;
+  Gpu* g = gpu(&why);
+  if (!g) {
+    std::printf("[SKIP] no GPU: %s\n", why.c_str());
+    return;
+  }
+  ffnjit_context_options o;
+  ffnjit_context_options_init(&o);
+  o.cache_path = test_cache_path();
+  ffnjit_context* ctx = nullptr;
+  REQUIRE(ffnjit_context_create(&o, &ctx) == FFNJIT_STATUS_OK);
+  // Llama with mlp_bias (relu2, every bias), OPT-like (non-gated, fc1/fc2 biases, relu), a
+  // thresholded gated layer with only a down bias: decode, a GEMM-gate bucket.
+  struct Layer {
+    bool gated;
+    Activation act;
+    LayerMath math;
+    std::vector<int> tokens;
+  };
+  const Layer layers[] = {
+      {true, Activation::kRelu2, {Activation::kRelu2, true, true, true}, {1, 257}},
+      {false, Activation::kRelu, {Activation::kRelu, false, true, true}, {3, 257}},
+      {true, Activation::kFatRelu, {Activation::kFatRelu, false, false, true}, {1, 257}},
+  };
+  for (const Layer& spec : layers) {
+    auto L = upload_layer(*g, synth::make_layer(512, 1536, spec.gated, 0.01, 5), spec.math);
+    const auto xh = synth::make_inputs(257, 512, 31 + spec.gated);
+    // One threshold for the layer, clear of every pre-activation the checks look at.
+    if (spec.act == Activation::kFatRelu) L->threshold = choose_threshold(*L, xh, 257, {0, 1, 2});
+    // Device copies of the Hugging Face tensors, biases in bf16.
+    const size_t bytes = 512 * 1536 * 2;
+    auto dev = [](const void* host, size_t n) {
+      DeviceBuffer d = std::move(*DeviceBuffer::alloc(n));
+      REQUIRE(d.upload(host, n));
+      return d;
+    };
+    auto bf16s = [](const std::vector<float>& v) {
+      std::vector<uint16_t> out;
+      for (float f : v) out.push_back(float_to_bf16(f));
+      return out;
+    };
+    DeviceBuffer wg, wu = dev(L->host.wu.data(), bytes), wd = dev(L->host.wd.data(), bytes), bg, bu,
+                     bd;
+    if (spec.gated) wg = dev(L->host.wg.data(), bytes);
+    const auto hg = bf16s(L->gate_bias), hu = bf16s(L->up_bias), hd = bf16s(L->down_bias);
+    if (!hg.empty()) bg = dev(hg.data(), hg.size() * 2);
+    if (!hu.empty()) bu = dev(hu.data(), hu.size() * 2);
+    if (!hd.empty()) bd = dev(hd.data(), hd.size() * 2);
+    auto ptr = [](const DeviceBuffer& b) {
+      return b.ptr() ? reinterpret_cast<void*>(b.ptr()) : nullptr;
+    };
+    ffnjit_layer_desc d{};
+    d.d_model = 512, d.d_ff = 1536, d.gated = spec.gated, d.dtype = FFNJIT_BF16;
+    d.gate_proj = ptr(wg), d.up_proj = ptr(wu), d.down_proj = ptr(wd);
+    d.gate_bias = ptr(bg), d.up_bias = ptr(bu), d.down_bias = ptr(bd);
+    d.activation = spec.act == Activation::kRelu2     ? FFNJIT_ACTIVATION_RELU2
+                   : spec.act == Activation::kFatRelu ? FFNJIT_ACTIVATION_FATRELU
+                                                      : FFNJIT_ACTIVATION_RELU;
+    d.activation_threshold = L->threshold;
+    ffnjit_layer* handle = nullptr;
+    INFO("gated=" << spec.gated << " act=" << activation_name(spec.act));
+    REQUIRE(ffnjit_layer_register(ctx, &d, &handle) == FFNJIT_STATUS_OK);
+    for (int m : spec.tokens) {
+      const std::vector<uint16_t> x(xh.begin(), xh.begin() + size_t(m) * 512);
+      auto dx = dev(x.data(), x.size() * 2);
+      DeviceBuffer out = std::move(*DeviceBuffer::alloc(x.size() * 2));
+      REQUIRE(out.fill_bytes(0x7f));
+      size_t ws_bytes = 0;
+      REQUIRE(ffnjit_layer_workspace_size(handle, m, &ws_bytes) == FFNJIT_STATUS_OK);
+      DeviceBuffer ws = std::move(*DeviceBuffer::alloc(ws_bytes));
+      REQUIRE(ws.fill_bytes(0xff));
+      REQUIRE(ffnjit_ffn_forward(handle, ptr(dx), ptr(out), m, ptr(ws), ws_bytes, g->stream) ==
+              FFNJIT_STATUS_OK);
+      REQUIRE(g->device->api()->cuStreamSynchronize(g->stream) == CUDA_SUCCESS);
+      std::vector<uint16_t> got(x.size());
+      REQUIRE(out.download(got.data(), got.size() * 2));
+      int poisoned = 0;
+      for (uint16_t v : got) poisoned += v == 0x7f7f;
+      const double err = relative_error(L->reference(), x, got, m, {0, 1, 2});
+      INFO("tokens=" << m << " relative error " << err << " poisoned " << poisoned);
+      CHECK(poisoned == 0);
+      CHECK(err <= 1e-2);
+      // The biases are in that output: without the down bias it would be far off.
+      ref::FfnWeights no_down = L->reference();
+      no_down.down_bias = nullptr;
+      CHECK(relative_error(no_down, x, got, m, {0, 1, 2}) > 0.05);
+    }
+    ffnjit_layer_destroy(handle);
+  }
+  ffnjit_context_destroy(ctx);
 }

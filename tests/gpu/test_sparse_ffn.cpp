@@ -57,8 +57,9 @@ void check_case(Gpu& g, const Shape& s, double fraction, int tokens, const synth
 // Every pipeline the tuner can pick: {gate_pack, gate_gemv, GEMM + pack} x {up_down with 1, 4
 // (a cluster on sm_90a) or 16 (global tickets) tile splits, up + down with 1, 2 or 4
 // column splits}, and gate_pack split over a cluster behind the default up/down.
-std::vector<SparseFfnConfig> pipelines(const Shape& s, Arch arch, int tokens, const Sparsity& sp = {}) {
-  const LayerShape shape{s.d_model, s.d_ff, s.gated};
+std::vector<SparseFfnConfig> pipelines(const Shape& s, Arch arch, int tokens,
+                                       const Sparsity& sp = {}, const LayerShape* math = nullptr) {
+  const LayerShape shape = math ? *math : LayerShape{s.d_model, s.d_ff, s.gated};
   const BatchBucket b{tokens, tokens};
   std::vector<SparseFfnConfig> out;
   for (Family gate : {Family::kGatePack, Family::kGateGemv, Family::kPack})
@@ -285,4 +286,24 @@ TEST_CASE("gpu sanitize: representative kernels", "[sanitize]") {
       }
     }
   check_case(*g, Shape{512, 1536, true}, 1.0, 3);
+  // Biases and the other activations: the bias loads, the backup path's adds, the final
+  // store's down bias, the cuBLASLt bias epilogues (docs/kernels.md).
+  for (const Shape& s : {Shape{512, 1536, true}, Shape{768, 3072, false}}) {
+    LayerMath math;
+    math.activation = s.gated ? Activation::kRelu2 : Activation::kFatRelu;
+    math.gate_bias = s.gated, math.up_bias = math.down_bias = true;
+    auto L = upload_layer(*g, synth::make_layer(s.d_model, s.d_ff, s.gated, 0.01, 3), math);
+    for (int m : {1, 257}) {
+      const auto x = synth::make_inputs(m, s.d_model, 9 + m, heavy);
+      L->threshold = s.gated ? 0.0f : choose_threshold(*L, x, m);
+      for (const auto& cfg : pipelines(s, g->arch, m, {}, &L->shape)) {
+        CaseResult r = run_sparse_case(*g, *L, cfg, x, m);
+        INFO(cfg.describe() << ": " << r.describe());
+        CHECK(r.ok());
+      }
+      CaseResult r = run_dense_case(*g, *L, x, m);
+      INFO("dense: " << r.describe());
+      CHECK(r.ok());
+    }
+  }
 }

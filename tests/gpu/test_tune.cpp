@@ -19,8 +19,10 @@
 #include "model/specialize.hpp"
 #include "runtime/cache_io.hpp"
 #include "model/reference.hpp"
+#include "model/safetensors.hpp"
 #include "runtime/buckets.hpp"
 #include "support/bf16.hpp"
+#include "support/rng.hpp"
 #include "tests/gpu/gpu_harness.hpp"
 #include "tuner/plan.hpp"
 #include "tuner/tune.hpp"
@@ -268,5 +270,123 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   auto cap = model::choose_capacity(*prof->layer(0), 128);
   REQUIRE(cap);
   CHECK(rec->record->winner.at("capacity").get<int>() == cap->capacity);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("gpu: tune a biased OPT-like checkpoint, then serve it cache-only with its biases") {
+  std::string why;
+  test::Gpu* g = test::gpu(&why);
+  if (!g) {
+    std::printf("[SKIP] no GPU: %s\n", why.c_str());
+    return;
+  }
+  // Two non-gated layers with fc1/fc2 biases (OPT naming, bf16), ReLU.
+  const std::string dir = "/tmp/ffnjit-test-tune-opt-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/ckpt");
+  const int dm = 256, dff = 776;  // d_ff not a multiple of the TwELL tile
+  std::vector<std::vector<uint16_t>> data;
+  std::vector<st::WriteTensor> tensors;
+  auto bf16_vec = [](const std::vector<float>& v) {
+    std::vector<uint16_t> out;
+    for (float f : v) out.push_back(float_to_bf16(f));
+    return out;
+  };
+  SplitMix64 rng{123};
+  for (int l = 0; l < 2; ++l) {
+    synth::Layer L = synth::make_layer(dm, dff, false, 0.02, 50 + l);
+    std::vector<float> b1(dff), b2(dm);
+    for (auto& b : b1) b = float(rng.normal() * 0.25);
+    for (auto& b : b2) b = float(rng.normal() * 0.05);
+    const std::string p = "model.decoder.layers." + std::to_string(l) + ".";
+    for (auto [name, v, shape] :
+         {std::tuple{p + "fc1.weight", L.wu, std::vector<int64_t>{dff, dm}},
+          std::tuple{p + "fc1.bias", bf16_vec(b1), std::vector<int64_t>{dff}},
+          std::tuple{p + "fc2.weight", L.wd, std::vector<int64_t>{dm, dff}},
+          std::tuple{p + "fc2.bias", bf16_vec(b2), std::vector<int64_t>{dm}}}) {
+      data.push_back(v);
+      tensors.push_back({name, st::Dtype::kBF16, shape, {}});
+    }
+  }
+  for (size_t i = 0; i < tensors.size(); ++i)
+    tensors[i].bytes =
+        std::string_view(reinterpret_cast<const char*>(data[i].data()), data[i].size() * 2);
+  REQUIRE(st::write_file(dir + "/ckpt/model.safetensors", tensors));
+  {
+    std::FILE* f = std::fopen((dir + "/ckpt/config.json").c_str(), "w");
+    REQUIRE(f);
+    std::fprintf(
+        f, R"({"model_type": "opt", "activation_function": "relu", "hidden_size": %d, "ffn_dim": %d,
+                        "num_hidden_layers": 2})",
+        dm, dff);
+    std::fclose(f);
+  }
+  TuneOptions o;
+  o.checkpoint = dir + "/ckpt";
+  o.cache_path = dir + "/cache.db";
+  o.buckets = *parse_buckets("1-16,17-1024,1025+");
+  o.measure.samples = 3;
+  auto tuned = run_tune(o, {});
+  INFO((tuned ? std::string() : tuned.error().message));
+  REQUIRE(tuned);  // biased layers are tuned, no longer refused
+  CHECK(tuned->rows.size() == 3);
+
+  // Serve cache-only: the tuned biased kernels (and the dense fallback's plans) are all
+  // there, and every output carries both biases.
+  auto ckpt = model::Checkpoint::open(o.checkpoint);
+  REQUIRE(ckpt);
+  ffnjit_context_options co;
+  ffnjit_context_options_init(&co);
+  co.cache_path = o.cache_path.c_str();
+  co.miss_policy = FFNJIT_CACHE_ONLY;
+  ffnjit_context* ctx = nullptr;
+  REQUIRE(ffnjit_context_create(&co, &ctx) == FFNJIT_STATUS_OK);
+  const drv::Api* cu = g->device->api();
+  for (const auto& L : ckpt->info().layers) {
+    auto w = ckpt->load_layer(L.index);
+    REQUIRE(w);
+    REQUIRE(w->up_bias.size() == size_t(dff));
+    const size_t bytes = size_t(dm) * dff * 2;
+    auto wu = *DeviceBuffer::alloc(bytes), wd = *DeviceBuffer::alloc(bytes);
+    auto bu = *DeviceBuffer::alloc(dff * 2), bd = *DeviceBuffer::alloc(dm * 2);
+    REQUIRE(wu.upload(w->wu.data(), bytes));
+    REQUIRE(wd.upload(w->wd.data(), bytes));
+    const auto hu = bf16_vec(w->up_bias), hd = bf16_vec(w->down_bias);
+    REQUIRE(bu.upload(hu.data(), hu.size() * 2));
+    REQUIRE(bd.upload(hd.data(), hd.size() * 2));
+    ffnjit_layer_desc d{};
+    d.d_model = dm, d.d_ff = dff, d.gated = 0, d.dtype = FFNJIT_BF16;
+    d.up_proj = reinterpret_cast<void*>(wu.ptr()), d.down_proj = reinterpret_cast<void*>(wd.ptr());
+    d.up_bias = reinterpret_cast<void*>(bu.ptr()), d.down_bias = reinterpret_cast<void*>(bd.ptr());
+    ffnjit_layer* l = nullptr;
+    INFO(ffnjit_last_error());
+    REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
+    for (const auto& b : default_buckets()) {
+      const int m = b.max_tokens >= (1 << 30) ? b.min_tokens + 3 : b.max_tokens;
+      auto xh = synth::make_inputs(m, dm, 7 * m + L.index);
+      auto x = *DeviceBuffer::alloc(xh.size() * 2), out = *DeviceBuffer::alloc(xh.size() * 2);
+      REQUIRE(x.upload(xh.data(), xh.size() * 2));
+      size_t ws_bytes = 0;
+      INFO("bucket " << format_bucket(b) << " layer " << L.index << ": " << ffnjit_last_error());
+      REQUIRE(ffnjit_layer_workspace_size(l, m, &ws_bytes) == FFNJIT_STATUS_OK);
+      auto ws = *DeviceBuffer::alloc(std::max<size_t>(ws_bytes, 256));
+      REQUIRE(ffnjit_ffn_forward(
+                  l, reinterpret_cast<void*>(x.ptr()), reinterpret_cast<void*>(out.ptr()), m,
+                  reinterpret_cast<void*>(ws.ptr()), ws.size(), g->stream) == FFNJIT_STATUS_OK);
+      REQUIRE(cu->cuStreamSynchronize(g->stream) == CUDA_SUCCESS);
+      std::vector<uint16_t> y(xh.size());
+      REQUIRE(out.download(y.data(), y.size() * 2));
+      CHECK(test::relative_error(w->view(), xh, y, m) <= 1e-2);
+      ref::FfnWeights no_bias = w->view();
+      no_bias.up_bias = nullptr, no_bias.down_bias = nullptr;
+      CHECK(test::relative_error(no_bias, xh, y, m) > 0.05);
+    }
+    ffnjit_layer_destroy(l);
+  }
+  ffnjit_context_stats st{};
+  REQUIRE(ffnjit_context_get_stats(ctx, &st) == FFNJIT_STATUS_OK);
+  CHECK(st.kernels_compiled == 0);
+  CHECK(st.tuned_buckets == int64_t(2 * default_buckets().size()));
+  ffnjit_context_destroy(ctx);
   std::filesystem::remove_all(dir);
 }

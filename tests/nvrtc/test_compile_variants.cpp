@@ -60,6 +60,28 @@ std::vector<KernelSpec> variants(Arch arch) {
         g.tile.splits = splits;
         if (g.validate()) out.push_back(g);
       }
+  // Biases and the other activations: every family that reads them, on a gated layer
+  // with all three biases (relu2) and a non-gated biased one (fatrelu, OPT-like), at
+  // decode (splits, a cluster) and prefill; the in-register bias adds must not spill.
+  LayerShape llama_b = shapes[0], opt_b = shapes[4];
+  llama_b.activation = Activation::kRelu2,
+  llama_b.gate_bias = llama_b.up_bias = llama_b.down_bias = true;
+  opt_b.activation = Activation::kFatRelu, opt_b.up_bias = opt_b.down_bias = true;
+  for (const LayerShape& l : {llama_b, opt_b}) {
+    for (int tokens : {1, 8192})
+      for (Family f :
+           {Family::kGatePack, Family::kUpDown, Family::kPack, Family::kUp, Family::kDown})
+        out.push_back(default_spec(f, l, arch, {tokens, tokens}));
+    for (int tokens : {1, 32})
+      out.push_back(default_spec(Family::kGateGemv, l, arch, {tokens, tokens}));
+    out.push_back(default_spec(Family::kDenseAct, l, arch, {1, 1}));
+    KernelSpec u = default_spec(Family::kUpDown, l, arch, {64, 64});
+    u.tile.splits = 16;  // global tickets
+    out.push_back(u);
+    KernelSpec g = default_spec(Family::kGatePack, l, arch, {16, 16});
+    g.tile.splits = 4;  // cluster split (sm_90a)
+    if (g.validate()) out.push_back(g);
+  }
   // Tile variants on the 1.5B shape.
   for (int tile_n : {64, 128, 256})
     for (int bk : {32, 64}) {

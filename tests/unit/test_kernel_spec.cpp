@@ -146,3 +146,82 @@ TEST_CASE("arch parsing accepts common spellings and explains sm_90") {
   CHECK(parse_arch("sm_90").error().message.find("use sm_90a") != std::string::npos);
   CHECK(parse_arch("sm_70").error().message == "unsupported arch 'sm_70'; use sm_80, sm_89 or sm_90a");
 }
+
+namespace {
+LayerShape math(bool gated, Activation act, bool gb, bool ub, bool db) {
+  LayerShape l{2048, 5632, gated, DType::kBF16};
+  l.activation = act, l.gate_bias = gb, l.up_bias = ub, l.down_bias = db;
+  return l;
+}
+}  // namespace
+
+TEST_CASE("activation and biases: names, canonical text and what each family reads") {
+  const Arch a = Arch::kSm90a;
+  const LayerShape all = math(true, Activation::kRelu2, true, true, true);
+  CHECK(default_spec(Family::kGatePack, all, a, {2048, 2048}).kernel_name() ==
+        "ffnjit_gate_pack_sm90a_bf16_g_relu2_bg_k2048n5632_tn128c31_m128k64w2x4s3b2");
+  CHECK(default_spec(Family::kUpDown, all, a, {1, 1}).kernel_name() ==
+        "ffnjit_up_down_sm90a_bf16_g_relu2_bgud_k2048n5632_tn128c31_t256p8b4");
+  CHECK(default_spec(Family::kUp, all, a, {8192, 8192}).kernel_name() ==
+        "ffnjit_up_sm90a_bf16_g_bu_k2048n5632_tn128c31_t128p2b8");  // up: only Wu's bias
+  CHECK(default_spec(Family::kPack, all, a, {1, 1}).kernel_name() ==
+        "ffnjit_pack_sm90a_bf16_relu2_n5632_tn128c31_t128");  // the GEMM adds the bias
+  CHECK(default_spec(Family::kDenseAct, all, a, {1, 1}).kernel_name() ==
+        "ffnjit_dense_act_sm90a_bf16_g_relu2_n5632_t256");
+  CHECK(default_spec(Family::kUpDown, all, a, {1, 1}).canonical().ends_with(";act=relu2;bias=gud"));
+  // A non-gated layer's gate projection is Wu: its bias is the gate kernels' "g".
+  const LayerShape opt = math(false, Activation::kRelu, false, true, true);
+  CHECK(default_spec(Family::kGateGemv, opt, a, {1, 1}).kernel_name() ==
+        "ffnjit_gate_gemv_sm90a_bf16_ng_bg_k2048n5632_tn128c31_m8t512u4");
+  CHECK(default_spec(Family::kDown, opt, a, {1, 1})
+            .kernel_name()
+            .rfind("ffnjit_down_sm90a_bf16_ng_bgd_", 0) == 0);
+  // What a family does not read leaves its code, name and key alone: the same kernel.
+  const LayerShape plain{2048, 5632, true};
+  for (Family f : {Family::kPack, Family::kStats, Family::kTranspose}) {
+    LayerShape biased = plain;
+    biased.gate_bias = biased.up_bias = biased.down_bias = true;
+    CHECK(default_spec(f, biased, a, {1, 1}).canonical() ==
+          default_spec(f, plain, a, {1, 1}).canonical());
+    CHECK(default_spec(f, biased, a, {1, 1}).kernel_name() ==
+          default_spec(f, plain, a, {1, 1}).kernel_name());
+  }
+  LayerShape only_down = plain;
+  only_down.down_bias = true;
+  CHECK(default_spec(Family::kGatePack, only_down, a, {1, 1}).canonical() ==
+        default_spec(Family::kGatePack, plain, a, {1, 1}).canonical());
+  CHECK(default_spec(Family::kUpDown, only_down, a, {1, 1}).canonical() !=
+        default_spec(Family::kUpDown, plain, a, {1, 1}).canonical());
+  // Every relevant combination gets its own name.
+  std::set<std::string> names;
+  for (Activation act : {Activation::kRelu, Activation::kRelu2, Activation::kFatRelu})
+    for (int bits = 0; bits < 8; ++bits)
+      names.insert(
+          default_spec(Family::kUpDown, math(true, act, bits & 1, bits & 2, bits & 4), a, {1, 1})
+              .kernel_name());
+  CHECK(names.size() == 24);
+  // Bias-free ReLU names and keys are what they were before activations existed.
+  CHECK(default_spec(Family::kUpDown, plain, a, {1, 1}).kernel_name() ==
+        "ffnjit_up_down_sm90a_bf16_g_k2048n5632_tn128c31_t256p8b4");
+  CHECK(default_spec(Family::kUpDown, plain, a, {1, 1}).canonical().find("act=") ==
+        std::string::npos);
+}
+
+TEST_CASE("activation parsing and bias validation name the fix") {
+  CHECK(*parse_activation("relu2") == Activation::kRelu2);
+  CHECK(*parse_activation("fatrelu") == Activation::kFatRelu);
+  CHECK(parse_activation("gelu").error().message ==
+        "unknown activation 'gelu'; use relu, relu2 or fatrelu");
+  KernelSpec s = default_spec(Family::kUpDown, math(false, Activation::kRelu, true, false, false),
+                              Arch::kSm90a, {1, 1});
+  CHECK(why(s) ==
+        "gate_bias is set on a non-gated layer; its first projection is up_proj/fc1: set up_bias");
+  for (Family f : {Family::kGatePack, Family::kGateGemv, Family::kPack, Family::kUpDown,
+                   Family::kUp, Family::kDown, Family::kDenseAct})
+    for (Activation act : {Activation::kRelu2, Activation::kFatRelu})
+      for (bool gated : {true, false}) {
+        KernelSpec k = default_spec(f, math(gated, act, gated, true, true), Arch::kSm80, {3, 3});
+        INFO(k.kernel_name() << ": " << why(k));
+        CHECK(k.validate());
+      }
+}
