@@ -14,12 +14,19 @@ std::string Choice::label() const {
                                               std::to_string(g.stages) + "b" + std::to_string(g.min_blocks);
   s += std::string(sparse.split_up_down() ? " down t" : " t") + std::to_string(u.threads) + "p" +
        std::to_string(u.splits) + "b" + std::to_string(u.min_blocks);
+  if (sparse.heavy_split()) s += " h" + std::to_string(sparse.heavy_splits);
+  if (sparse.switch_active > 0 && sparse.gemm_gate()) s += " sw" + std::to_string(sparse.switch_active);
   return s;
 }
 
 std::string shape_signature(const LayerShape& l) {
-  return "ffn:" + std::to_string(l.d_model) + "x" + std::to_string(l.d_ff) + (l.gated ? ":gated" : ":nongated") +
-         ":bf16";
+  std::string s = "ffn:" + std::to_string(l.d_model) + "x" + std::to_string(l.d_ff) +
+                  (l.gated ? ":gated" : ":nongated") + ":bf16";
+  // The math beyond a bias-free ReLU FFN, so no record serves a layer that computes otherwise.
+  if (l.activation != Activation::kRelu) s += std::string(":") + activation_name(l.activation);
+  if (l.gate_bias || l.up_bias || l.down_bias)
+    s += std::string(":bias") + (l.gate_bias ? "g" : "") + (l.up_bias ? "u" : "") + (l.down_bias ? "d" : "");
+  return s;
 }
 
 nlohmann::json choice_to_json(const Choice& c) {
@@ -39,6 +46,9 @@ nlohmann::json choice_to_json(const Choice& c) {
           {"up_down",
            {{"family", family_name(c.sparse.up_down.family)}, {"threads", u.threads}, {"splits", u.splits},
             {"min_blocks", u.min_blocks}}},
+          {"launch",
+           {{"heavy_splits", c.sparse.heavy_splits}, {"heavy_threshold", c.sparse.heavy_threshold},
+            {"switch_active", c.sparse.switch_active}}},
           {"kernels", kernels}};
 }
 
@@ -77,6 +87,14 @@ Expected<Choice> choice_from_json(const nlohmann::json& j, const LayerShape& lay
       auto up = spec(j.at("up"), Family::kUp);
       FFNJIT_TRY(up);
       c.sparse.up = *up;
+    }
+    // Launch parameters: the defaults for these kernels (records before 0.3 have none).
+    set_default_launch(c.sparse, bucket);
+    if (j.contains("launch")) {
+      const auto& l = j.at("launch");
+      c.sparse.heavy_splits = l.value("heavy_splits", c.sparse.heavy_splits);
+      c.sparse.heavy_threshold = l.value("heavy_threshold", c.sparse.heavy_threshold);
+      c.sparse.switch_active = l.value("switch_active", c.sparse.switch_active);
     }
     FFNJIT_TRY(c.sparse.validate());
     return c;

@@ -8,7 +8,42 @@ namespace ffnjit {
 Layer::Layer(KernelTable& kernels, Arch arch, LayerOptions options)
     : kernels_(kernels), arch_(arch), options_(std::move(options)), shape_signature_(ffnjit::shape_signature(options_.shape)) {}
 
-Layer::~Layer() = default;
+Layer::~Layer() {
+  if (body_stream_)
+    if (auto api = drv::api()) (*api)->cuStreamDestroy(body_stream_);
+}
+
+namespace {
+
+// Whether this driver builds and instantiates graphs with conditional IF/ELSE nodes
+// (CUDA 12.8+): probed once per process on an empty graph; without them the dense
+// switch is off and switched plans run the plain sparse forward.
+bool conditional_nodes_work(const drv::Api* cu) {
+  static const bool ok = [cu] {
+    CUgraph g = nullptr;
+    if (cu->cuGraphCreate(&g, 0) != CUDA_SUCCESS) return false;
+    CUcontext ctx = nullptr;
+    CUgraphConditionalHandle h = 0;
+    bool good = cu->cuCtxGetCurrent(&ctx) == CUDA_SUCCESS &&
+                cu->cuGraphConditionalHandleCreate(&h, g, ctx, 0, CU_GRAPH_COND_ASSIGN_DEFAULT) == CUDA_SUCCESS;
+    if (good) {
+      CUgraphNodeParams np{};
+      np.type = CU_GRAPH_NODE_TYPE_CONDITIONAL;
+      np.conditional.handle = h, np.conditional.type = CU_GRAPH_COND_TYPE_IF, np.conditional.size = 2;
+      np.conditional.ctx = ctx;
+      CUgraphNode node = nullptr;
+      CUgraphExec exec = nullptr;
+      good = cu->cuGraphAddNode(&node, g, nullptr, nullptr, 0, &np) == CUDA_SUCCESS &&
+             cu->cuGraphInstantiate(&exec, g, 0) == CUDA_SUCCESS;
+      if (exec) cu->cuGraphExecDestroy(exec);
+    }
+    cu->cuGraphDestroy(g);
+    return good;
+  }();
+  return ok;
+}
+
+}  // namespace
 
 Expected<std::unique_ptr<Layer>> Layer::create(KernelTable& kernels, Arch arch, const HostFfnWeights& weights,
                                                const LayerOptions& options, CUstream stream) {
@@ -55,6 +90,11 @@ Expected<std::unique_ptr<ServedPlan>> Layer::prepare(const Choice& choice, const
   auto k = resolve_kernels(kernels_, choice.sparse);
   FFNJIT_TRY(k);
   p->kernels = *k;
+  if (choice.sparse.switch_active > 0 && choice.sparse.gemm_gate()) {
+    auto act = kernels_.get(default_spec(Family::kDenseAct, options_.shape, arch_, {1, 1}));
+    FFNJIT_TRY(act);
+    p->switch_act = *act;
+  }
   if (options_.count_sparsity) {
     KernelSpec st = default_spec(Family::kStats, options_.shape, arch_, bucket, choice.sparse.gate.sparsity);
     st.tile.threads = 128;
@@ -126,13 +166,82 @@ Status Layer::enqueue(const ServedPlan& p, CUdeviceptr x, CUdeviceptr out, int t
                       CUstream stream) const {
   if (p.choice.strategy == Choice::Strategy::kDense)
     return dense_->forward(weights_.dense(), x, out, tokens, workspace, stream);
-  const SparseFfnConfig& cfg = p.choice.sparse;
-  FFNJIT_TRY(sparse_ffn_forward(p.kernels, cfg, sparse_weights_, x, out, tokens, workspace, stream));
+  if (p.switch_act) {
+    // The switch needs a graph: only a stream being captured (the caller's, or the
+    // runtime's own capture of repeated calls) gets the conditional nodes.
+    auto api = drv::api();
+    FFNJIT_TRY(api);
+    const drv::Api* cu = *api;
+    CUstreamCaptureStatus capturing = CU_STREAM_CAPTURE_STATUS_NONE;
+    FFNJIT_CU(cuStreamIsCapturing(stream, &capturing));
+    if (capturing == CU_STREAM_CAPTURE_STATUS_ACTIVE && conditional_nodes_work(cu))
+      return enqueue_switched(p, x, out, tokens, workspace, stream);
+  }
+  FFNJIT_TRY(sparse_ffn_forward(p.kernels, p.choice.sparse, sparse_weights_, x, out, tokens, workspace, stream));
+  return enqueue_stats(p, tokens, workspace, stream);
+}
+
+Status Layer::enqueue_stats(const ServedPlan& p, int tokens, CUdeviceptr workspace, CUstream stream) const {
   if (!p.stats) return {};
-  const TwellView tw = twell_in_workspace(cfg, tokens, workspace);
+  const TwellView tw = twell_in_workspace(p.choice.sparse, tokens, workspace);
   StatsParams sp{reinterpret_cast<const u32*>(tw.counts), reinterpret_cast<const u32*>(tw.entries),
                  token_hist_.as<u64>(), reinterpret_cast<u64*>(p.tile_hist), neuron_active_.as<u64>(), tokens};
   return launch(*p.stats, unsigned(tokens), 1, &sp, stream);
+}
+
+Status Layer::enqueue_switched(const ServedPlan& p, CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace,
+                               CUstream stream) const {
+  auto api = drv::api();
+  FFNJIT_TRY(api);
+  const drv::Api* cu = *api;
+  std::lock_guard<std::mutex> lock(switch_mu_);
+  if (!body_stream_) FFNJIT_CU(cuStreamCreate(&body_stream_, CU_STREAM_NON_BLOCKING));
+  CUcontext ctx = nullptr;
+  FFNJIT_CU(cuCtxGetCurrent(&ctx));
+  const SparseFfnConfig& cfg = p.choice.sparse;
+  const FfnDeviceWeights& w = sparse_weights_;
+  FFNJIT_TRY(sparse_forward_begin(cfg, w, tokens, workspace, /*switched=*/true, stream));
+  // Captures `body` into a conditional body graph.
+  auto capture_into = [&](CUgraph graph, auto&& body) -> Status {
+    FFNJIT_CU(cuStreamBeginCaptureToGraph(body_stream_, graph, nullptr, nullptr, 0, CU_STREAM_CAPTURE_MODE_RELAXED));
+    const Status s = body(body_stream_);
+    CUgraph captured = nullptr;
+    const CUresult end = cu->cuStreamEndCapture(body_stream_, &captured);
+    FFNJIT_TRY(s);
+    if (end != CUDA_SUCCESS) return drv::driver_error("cuStreamEndCapture", end);
+    return {};
+  };
+  for (int r0 = 0; r0 < tokens; r0 += kGateGemmRows) {
+    const int rows = std::min(kGateGemmRows, tokens - r0);
+    CUstreamCaptureStatus status;
+    CUgraph graph = nullptr;
+    const CUgraphNode* deps = nullptr;
+    const CUgraphEdgeData* edges = nullptr;
+    size_t n_deps = 0;
+    FFNJIT_CU(cuStreamGetCaptureInfo(stream, &status, nullptr, &graph, &deps, &edges, &n_deps));
+    CUgraphConditionalHandle handle = 0;
+    FFNJIT_CU(cuGraphConditionalHandleCreate(&handle, graph, ctx, 0, CU_GRAPH_COND_ASSIGN_DEFAULT));
+    // The chunk's gate: its pack kernel's last CTA sets the conditional from the counts.
+    const SwitchDecision decide{handle, unsigned(std::min<long long>(0xffffffffLL, (long long)cfg.switch_active * rows))};
+    FFNJIT_TRY(sparse_gate_chunk(p.kernels, cfg, w, x, tokens, r0, rows, workspace, &decide, stream));
+    FFNJIT_CU(cuStreamGetCaptureInfo(stream, &status, nullptr, &graph, &deps, &edges, &n_deps));
+    CUgraphNodeParams np{};
+    np.type = CU_GRAPH_NODE_TYPE_CONDITIONAL;
+    np.conditional.handle = handle, np.conditional.type = CU_GRAPH_COND_TYPE_IF, np.conditional.size = 2;
+    np.conditional.ctx = ctx;
+    CUgraphNode node = nullptr;
+    FFNJIT_CU(cuGraphAddNode(&node, graph, deps, edges, n_deps, &np));
+    // IF (too dense): the dense up/down on cuBLASLt; ELSE: the sparse up/down.
+    FFNJIT_TRY(capture_into(np.conditional.phGraph_out[0], [&](CUstream s) {
+      return dense_up_down_chunk(p.kernels, cfg, w, weights_.dense().w_down, *p.switch_act, x, out, tokens, r0, rows,
+                                 workspace, s);
+    }));
+    FFNJIT_TRY(capture_into(np.conditional.phGraph_out[1], [&](CUstream s) {
+      return sparse_up_down_chunk(p.kernels, cfg, w, x, out, tokens, r0, rows, workspace, s);
+    }));
+    FFNJIT_CU(cuStreamUpdateCaptureDependencies(stream, &node, nullptr, 1, CU_STREAM_SET_CAPTURE_DEPENDENCIES));
+  }
+  return enqueue_stats(p, tokens, workspace, stream);
 }
 
 Status Layer::forward(const ServedPlan& p, CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace,

@@ -32,6 +32,7 @@ struct ServedPlan {
   ChoiceSource source = ChoiceSource::kDefault;
   SparseFfnKernels kernels;             // sparse strategy
   const LoadedKernel* stats = nullptr;  // serving counters (count_sparsity)
+  const LoadedKernel* switch_act = nullptr;  // the dense switch's activation (switch_active > 0)
   CUdeviceptr tile_hist = 0;            // this plan's tile width's per-tile histograms
   mutable ForwardGraph graph;           // repeated calls replay as one graph launch
 };
@@ -103,6 +104,11 @@ class Layer {
  private:
   Layer(KernelTable& kernels, Arch arch, LayerOptions options);
   Expected<std::unique_ptr<ServedPlan>> prepare(const Choice& choice, const BatchBucket& bucket);
+  // The sparse forward into a stream that is being captured, each chunk's up/down behind
+  // a conditional node the chunk's gate sets (the device-side dense switch).
+  Status enqueue_switched(const ServedPlan& plan, CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace,
+                          CUstream stream) const;
+  Status enqueue_stats(const ServedPlan& plan, int tokens, CUdeviceptr workspace, CUstream stream) const;
 
   KernelTable& kernels_;
   Arch arch_;
@@ -115,6 +121,8 @@ class Layer {
   std::map<int, DeviceBuffer> tile_hist_;
   std::unique_ptr<DenseFfn> dense_;  // made for the first dense plan
   std::mutex mu_;                    // resolution (never held by a forward)
+  mutable std::mutex switch_mu_;     // guards body_stream_ (captures of switched forwards)
+  mutable CUstream body_stream_ = nullptr;  // where the conditional bodies are captured
   static constexpr size_t kMaxBuckets = 16;
   std::array<std::atomic<const ServedPlan*>, kMaxBuckets> published_{};
   std::array<std::unique_ptr<ServedPlan>, kMaxBuckets> owned_;

@@ -126,6 +126,8 @@ size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens) { return l
 
 size_t overflow_counter_offset(const SparseFfnConfig& cfg, int tokens) { return layout(cfg, tokens).overflow; }
 
+size_t dense_switch_up_offset(const SparseFfnConfig& cfg, int tokens) { return layout(cfg, tokens).dense_u; }
+
 TwellView twell_in_workspace(const SparseFfnConfig& cfg, int tokens, CUdeviceptr workspace) {
   const Layout l = layout(cfg, tokens);
   return {workspace + l.counts, workspace + l.entries};

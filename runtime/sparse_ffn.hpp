@@ -110,6 +110,10 @@ Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg,
 Status sparse_ffn_forward(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
 
+// Where the dense switch's up buffer lies in the workspace (gated layers; for tests,
+// which poison it to see which branch ran).
+size_t dense_switch_up_offset(const SparseFfnConfig& cfg, int tokens);
+
 // Where a forward left its TwELL in the workspace (for the serving counters).
 struct TwellView {
   CUdeviceptr counts = 0, entries = 0;

@@ -16,5 +16,5 @@ $ffnjit demo-checkpoint "$demo/checkpoint"
 $ffnjit profile "$demo/checkpoint" --inputs "$demo/checkpoint/inputs.safetensors" -o "$demo/profile.json" --specialize
 mode=()
 $ffnjit doctor | grep -Eq '^GPUs: +[1-9]' || mode=(--compile-only)
-$ffnjit tune "$demo/checkpoint" --cache "$demo/cache.db" "${mode[@]}"
+$ffnjit tune "$demo/checkpoint" --profile "$demo/profile.json" --cache "$demo/cache.db" "${mode[@]}"
 $ffnjit cache ls --cache "$demo/cache.db" | head -n 12

@@ -1,72 +1,142 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine (through the device tool): every gpu test binary,
-# compute-sanitizer memcheck + racecheck on a representative set, the examples
-# (C engine on a demo checkpoint, PyTorch operator eager + CUDA graph), the host
-# overhead benchmark and `ffnjit bench`. Full logs go to $OUT; a short summary
-# table is printed last. Binaries come prebuilt in $BIN (scripts/gpu-pack.sh).
-# STEPS selects a subset: tests sanitize examples verify overhead bench kernels ncu.
-# bench runs `ffnjit bench --tuned` (BENCH_TUNED= for the untuned defaults).
-# (kernels: per-kernel timings at BENCH_M tokens; ncu: L2/DRAM counters of the
-# up/down kernels there. Neither runs by default.)
+# Runs on the GPU machine (through the device tool): the GPU tests, compute-sanitizer
+# memcheck + racecheck on the [sanitize] cases, the examples, the Python package's GPU
+# test, a reference model trained on the spot (tuned and benchmarked as an engine serves
+# it) and `ffnjit bench`. Full logs go to $OUT; a short summary table is printed last.
+# Binaries come prebuilt in $BIN (scripts/gpu-pack.sh), with the realmodel scripts and the
+# wheel beside them.
+#
+# STEPS selects what runs (one device call is limited to 10 minutes, so a full check is
+# two calls):
+#   tests     every test_gpu_* binary (correctness, in parallel: they do not time) + tune_sigint
+#   sanitize  compute-sanitizer memcheck and racecheck on the [sanitize] cases
+#   python    the ffnjit wheel's GPU test on tiny transformers models (+ its host-overhead bench)
+#   examples  the C engine on a demo checkpoint
+#   realmodel train ../shared/realmodel (RM_SECONDS), profile, tune, bench --checkpoint
+#   bench     ffnjit bench --tuned: uniform, --heavy and --shift (BENCH_TOKENS, BENCH_K)
+#   overhead  bench_host_overhead
+#   kernels / ncu  per-kernel timings at BENCH_M tokens, and their counters
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${BIN:-.device-carry}")
 OUT=${OUT:-/tmp/ffnjit-gpu-check}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$BIN:${LD_LIBRARY_PATH:-}
-STEPS=${STEPS:-tests sanitize examples verify overhead bench}
+mkdir -p "$OUT/logs"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+STEPS=${STEPS:-tests sanitize}
 summary=()
 has() { [[ " $STEPS " == *" $1 "* ]]; }
+t0=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - t0 )) s"; }
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv >"$OUT/gpu.txt" 2>&1
 summary+=("device: $(sed -n 2p "$OUT/gpu.txt")")
 
+# Runs a test binary into logs/NAME.log and reports its Catch summary line.
+run_test() {
+  local n=$1
+  shift
+  local start
+  start=$(date +%s)
+  "$@" >"$OUT/logs/$n.log" 2>&1
+  local rc=$?
+  echo "$n: rc=$rc, $(grep -E '^(test cases|All tests passed)' "$OUT/logs/$n.log" | tail -1) ($(( $(date +%s) - start )) s)" \
+    >"$OUT/logs/$n.summary"
+}
+
+if has sanitize; then
+  # In the background while the tests run: the sanitizers' slowdown is host-side.
+  (
+    for t in test_gpu_sparse_ffn test_gpu_dense_switch; do
+      compute-sanitizer --tool memcheck --error-exitcode 99 "$BIN/$t" "[sanitize]" >"$OUT/logs/memcheck-$t.log" 2>&1
+      echo "memcheck $t: rc=$?, $(grep -E 'ERROR SUMMARY' "$OUT/logs/memcheck-$t.log" | tail -1)" \
+        >"$OUT/logs/memcheck-$t.summary"
+      # racecheck also instruments cuBLASLt's own GEMM kernels (nvjet_*), whose mbarrier
+      # synchronization it reports as hazards; ffnjit's kernels must have none.
+      compute-sanitizer --tool racecheck --print-limit 1000 "$BIN/$t" "[sanitize]" >"$OUT/logs/racecheck-$t.log" 2>&1
+      rc=$?
+      ours=$(grep -A1 "Race reported" "$OUT/logs/racecheck-$t.log" | grep -vc -e nvjet -e '^--$')
+      theirs=$(grep -c "Race reported.*nvjet" "$OUT/logs/racecheck-$t.log")
+      echo "racecheck $t: rc=$rc, hazards in ffnjit kernels: $ours (cuBLASLt nvjet: $theirs)," \
+        "$(grep -E '^(All tests passed|test cases)' "$OUT/logs/racecheck-$t.log" | tail -1)" >"$OUT/logs/racecheck-$t.summary"
+    done
+  ) &
+  sanitize_pid=$!
+fi
+
 if has tests; then
+  pids=()
   for t in "$BIN"/test_gpu_*; do
     n=$(basename "$t")
-    start=$(date +%s)
-    "$t" '~[sanitize]' >"$OUT/$n.log" 2>&1
-    rc=$?
-    summary+=("$n: rc=$rc, $(grep -E '^(test cases|All tests passed)' "$OUT/$n.log" | tail -1) ($(( $(date +%s) - start )) s)")
+    [ "$n" = test_gpu_tune ] && continue  # it times: run alone below
+    run_test "$n" "$t" '~[sanitize]' &
+    pids+=($!)
   done
-  bash tests/gpu/tune_sigint.sh "$BIN/ffnjit" >"$OUT/tune_sigint.log" 2>&1
-  summary+=("tune_sigint: rc=$?, $(tail -1 "$OUT/tune_sigint.log")")
+  wait "${pids[@]}"
+  run_test test_gpu_tune "$BIN/test_gpu_tune"
+  bash tests/gpu/tune_sigint.sh "$BIN/ffnjit" >"$OUT/logs/tune_sigint.log" 2>&1
+  echo "tune_sigint: rc=$?, $(tail -1 "$OUT/logs/tune_sigint.log")" >"$OUT/logs/tune_sigint.summary"
+  for s in "$OUT"/logs/test_gpu_*.summary "$OUT"/logs/tune_sigint.summary; do summary+=("$(cat "$s")"); done
+fi
+
+if has python; then
+  if python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ffnjit-site "$BIN"/dist/ffnjit-*.whl \
+      >"$OUT/logs/python-install.log" 2>&1; then
+    PYTHONPATH=/tmp/ffnjit-site PYTHONUNBUFFERED=1 timeout "${PY_TIMEOUT:-330}" python3 tests/gpu/test_python_hf.py \
+      --work /tmp/ffnjit-hf ${PY_FAMILIES:+--families $PY_FAMILIES} >"$OUT/logs/python_hf.log" 2>&1
+    summary+=("python hf: rc=$?, $(tail -1 "$OUT/logs/python_hf.log")")
+    PYTHONPATH=/tmp/ffnjit-site timeout 120 python3 bench/bench_python_op.py >"$OUT/logs/bench_python_op.log" 2>&1
+    summary+=("python op overhead bench: rc=$?")
+  else
+    summary+=("python: the wheel did not install: $(tail -1 "$OUT/logs/python-install.log")")
+  fi
 fi
 
 if has sanitize; then
-  compute-sanitizer --tool memcheck --error-exitcode 99 "$BIN/test_gpu_sparse_ffn" "[sanitize]" \
-    >"$OUT/sanitize-memcheck.log" 2>&1
-  summary+=("compute-sanitizer memcheck: rc=$?, $(grep -E 'ERROR SUMMARY' "$OUT/sanitize-memcheck.log" | tail -1)")
-  # racecheck also instruments cuBLASLt's own GEMM kernels (nvjet_*, the GEMM gate),
-  # whose mbarrier synchronization it reports as hazards (and excluding them makes it
-  # fail); ffnjit's kernels must have none.
-  compute-sanitizer --tool racecheck --print-limit 1000 "$BIN/test_gpu_sparse_ffn" "[sanitize]" \
-    >"$OUT/sanitize-racecheck.log" 2>&1
-  rc=$?
-  ours=$(grep -A1 "Race reported" "$OUT/sanitize-racecheck.log" | grep -vc -e nvjet -e '^--$')
-  theirs=$(grep -c "Race reported.*nvjet" "$OUT/sanitize-racecheck.log")
-  tests=$(grep -E '^(All tests passed|test cases)' "$OUT/sanitize-racecheck.log" | tail -1)
-  summary+=("compute-sanitizer racecheck: rc=$rc, hazards in ffnjit kernels: $ours (cuBLASLt nvjet: $theirs), $tests")
+  wait "$sanitize_pid"
+  for s in "$OUT"/logs/memcheck-*.summary "$OUT"/logs/racecheck-*.summary; do summary+=("$(cat "$s")"); done
 fi
 
 if has examples; then
   demo=/tmp/ffnjit-demo
   rm -rf "$demo"
-  if "$BIN/ffnjit" demo-checkpoint "$demo" >"$OUT/example-c.log" 2>&1; then
-    "$BIN/c_engine" "$demo" >>"$OUT/example-c.log" 2>&1
-    summary+=("example c_engine: rc=$?, $(tail -1 "$OUT/example-c.log")")
+  if "$BIN/ffnjit" demo-checkpoint "$demo" >"$OUT/logs/example-c.log" 2>&1; then
+    "$BIN/c_engine" "$demo" >>"$OUT/logs/example-c.log" 2>&1
+    summary+=("example c_engine: rc=$?, $(tail -1 "$OUT/logs/example-c.log")")
   else
-    summary+=("example c_engine: demo-checkpoint failed: $(tail -1 "$OUT/example-c.log")")
+    summary+=("example c_engine: demo-checkpoint failed: $(tail -1 "$OUT/logs/example-c.log")")
   fi
-  PYTHONUNBUFFERED=1 python3 examples/torch/compare.py "$PWD/include" "$BIN" >"$OUT/example-torch.log" 2>&1
-  summary+=("example torch: rc=$?, $(tail -1 "$OUT/example-torch.log")")
 fi
 
-if has verify; then
-  rm -rf /tmp/ffnjit-verify && "$BIN/ffnjit" demo-checkpoint /tmp/ffnjit-verify/ckpt >/dev/null &&
-    "$BIN/ffnjit" tune /tmp/ffnjit-verify/ckpt --cache /tmp/ffnjit-verify/c.db >/dev/null 2>&1 &&
-    "$BIN/ffnjit" cache verify --cache /tmp/ffnjit-verify/c.db >"$OUT/cache-verify.log" 2>&1
-  summary+=("cache verify: rc=$?, $(grep -iE 'loaded|ok' "$OUT/cache-verify.log" | tail -1)")
+if has realmodel; then
+  rm=/tmp/ffnjit-rm
+  rm -rf "$rm" && mkdir -p "$rm"
+  if bash "$BIN/realmodel/make.sh" "$rm/ckpt" "${RM_SECONDS:-60}" >"$OUT/logs/realmodel-train.log" 2>&1; then
+    cp "$rm/ckpt/stats.json" "$OUT/logs/realmodel-stats.json"
+    "$BIN/ffnjit" profile "$rm/ckpt" --inputs "$rm/ckpt/inputs.safetensors" -o "$rm/profile.json" --specialize \
+      >"$OUT/logs/realmodel-profile.log" 2>&1
+    summary+=("realmodel profile: rc=$? ($(elapsed))")
+    start=$(date +%s)
+    "$BIN/ffnjit" tune "$rm/ckpt" --profile "$rm/profile.json" --cache "$rm/cache.db" \
+      >"$OUT/logs/realmodel-tune.log" 2>&1
+    summary+=("realmodel tune: rc=$?, $(( $(date +%s) - start )) s for $(grep -c ' layer ' "$OUT/logs/realmodel-tune.log") entries")
+    "$BIN/ffnjit" bench --checkpoint "$rm/ckpt" --cache "$rm/cache.db" --tokens "${RM_TOKENS:-1,16,128,2048,8192}" \
+      --csv "$OUT/logs/realmodel.csv" >"$OUT/realmodel-bench.txt" 2>"$OUT/logs/realmodel-bench.err"
+    summary+=("realmodel bench: rc=$? ($(elapsed))")
+  else
+    summary+=("realmodel: training failed: $(tail -1 "$OUT/logs/realmodel-train.log")")
+  fi
+fi
+
+if has bench; then
+  for mode in "" --heavy --shift; do
+    name=bench${mode:+-${mode#--}}
+    args=(--tuned)
+    [ "$mode" = --heavy ] && args+=(--heavy)
+    [ "$mode" = --shift ] && args=(--shift)
+    "$BIN/ffnjit" bench "${args[@]}" --tokens "${BENCH_TOKENS:-1,16,128,2048,8192,32768}" \
+      --k "${BENCH_K:-29,56}" --csv "$OUT/logs/$name.csv" >"$OUT/$name.txt" 2>"$OUT/logs/$name.err"
+    summary+=("$name: rc=$? ($(elapsed))")
+  done
 fi
 
 if has overhead; then
@@ -86,24 +156,13 @@ if has ncu; then
   summary+=("ncu: rc=$?")
 fi
 
-if has bench; then
-  "$BIN/ffnjit" bench ${BENCH_TUNED---tuned} --tokens "${BENCH_TOKENS:-1,16,128,2048,8192,32768}" --k "${BENCH_K:-29,56,112,282}" \
-    --csv "$OUT/bench.csv" >"$OUT/bench.txt" 2>"$OUT/bench.err"
-  summary+=("bench: rc=$?")
-  python3 scripts/plot_bench.py "$OUT/bench.csv" "$OUT/bench.png" >/dev/null 2>&1 ||
-    echo "note: no PNG plot (python3 scripts/plot_bench.py needs matplotlib)" >>"$OUT/bench.err"
-fi
+# Only 8 files come back from $OUT: the logs travel as one archive.
+tar -czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
 
 echo "==== failures (first lines) ===="
-grep -h -B2 -A12 "FAILED" "$OUT"/*.log 2>/dev/null | head -60
-echo "==== example logs (tail) ===="
-tail -n 6 "$OUT"/example-*.log 2>/dev/null
-echo "==== host overhead ===="
-cat "$OUT/overhead.txt" 2>/dev/null
-echo "==== kernels ===="
-cat "$OUT/kernels.txt" 2>/dev/null
-grep -E "ffnjit_|duration|hit_rate|bytes|warps_active" "$OUT/ncu.txt" 2>/dev/null | head -60
-echo "==== bench ===="
-cat "$OUT/bench.txt" 2>/dev/null; tail -n 2 "$OUT/bench.err" 2>/dev/null
-echo "==== summary ===="
+tar -xzOf "$OUT/logs.tgz" --wildcards 'logs/*.log' 2>/dev/null | grep -B2 -A12 -E "FAILED|FAIL:|Traceback" | head -80
+for f in "$OUT"/realmodel-bench.txt "$OUT"/bench*.txt "$OUT"/overhead.txt; do
+  [ -f "$f" ] && { echo "==== $(basename "$f") ===="; cat "$f"; }
+done
+echo "==== summary ($(elapsed)) ===="
 printf '%s\n' "${summary[@]}"

@@ -16,4 +16,7 @@ strip --strip-unneeded -o .device-carry/libffnjit.so build/runtime/libffnjit.so
 # Programs linked against it load it by its soname (libffnjit.so.0.MINOR).
 soname=$(readelf -d build/runtime/libffnjit.so | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
 cp .device-carry/libffnjit.so ".device-carry/$soname"
+# The reference model's training scripts (../shared does not travel) and the wheel.
+cp -r ../shared/realmodel .device-carry/realmodel
+if ls build/dist/ffnjit-*.whl >/dev/null 2>&1; then mkdir -p .device-carry/dist && cp build/dist/ffnjit-*.whl .device-carry/dist/; fi
 du -sh .device-carry

@@ -48,20 +48,10 @@ Choice untuned_choice(const Layer& l, int tokens) {
   return Choice{Choice::Strategy::kSparse, default_sparse_config(l.shape(), l.arch(), b, l.options().sparsity)};
 }
 
-// Mean active neurons per token and the overflow rate of the TwELL a sparse plan left
-// in the bench's workspace (its last check).
 Status twell_stats(const CandidateBench& b, const ServedPlan& p, BenchRow& row) {
-  const size_t nt = size_t(p.choice.sparse.gate.n_tiles()), cap = size_t(p.choice.sparse.gate.sparsity.capacity);
-  std::vector<uint32_t> counts(size_t(b.tokens()) * nt);
-  const TwellView tw = twell_in_workspace(p.choice.sparse, b.tokens(), b.workspace());
-  auto api = drv::api();
-  FFNJIT_TRY(api);
-  const drv::Api* cu = *api;
-  FFNJIT_CU(cuMemcpyDtoH(counts.data(), tw.counts, counts.size() * 4));
-  double nnz = 0, over = 0;
-  for (uint32_t c : counts) nnz += c, over += c > cap;
-  row.measured_k = nnz / b.tokens();
-  row.overflow_rate = over / double(counts.size());
+  auto st = b.twell_stats(p);
+  FFNJIT_TRY(st);
+  row.measured_k = st->mean_active, row.overflow_rate = st->overflow_rate;
   return {};
 }
 

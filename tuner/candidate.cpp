@@ -81,4 +81,16 @@ Expected<Timing> CandidateBench::check_and_time(const Choice& choice, SearchStag
   return time(**plan, stage, mo);
 }
 
+Expected<CandidateBench::TwellStats> CandidateBench::twell_stats(const ServedPlan& p) const {
+  if (p.choice.strategy != Choice::Strategy::kSparse) return internal_error("a dense plan has no TwELL");
+  const size_t nt = size_t(p.choice.sparse.gate.n_tiles()), cap = size_t(p.choice.sparse.gate.sparsity.capacity);
+  std::vector<uint32_t> counts(size_t(tokens_) * nt);
+  const TwellView tw = twell_in_workspace(p.choice.sparse, tokens_, ws_.ptr());
+  const drv::Api* cu = dev_->api();
+  FFNJIT_CU(cuMemcpyDtoH(counts.data(), tw.counts, counts.size() * 4));
+  double nnz = 0, over = 0;
+  for (uint32_t c : counts) nnz += c, over += c > cap;
+  return TwellStats{nnz / tokens_, over / double(counts.size())};
+}
+
 }  // namespace ffnjit

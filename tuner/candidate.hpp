@@ -36,6 +36,12 @@ class CandidateBench {
   Expected<Timing> check_and_time(const Choice& choice, SearchStage stage, const MeasureOptions& mo);
   // The relative error of the last check.
   double last_error() const { return last_error_; }
+  // What the last check of sparse `plan` left in the workspace's TwELL: mean active
+  // neurons per token and the fraction of (token, tile) pairs over capacity.
+  struct TwellStats {
+    double mean_active = 0, overflow_rate = 0;
+  };
+  Expected<TwellStats> twell_stats(const ServedPlan& plan) const;
 
  private:
   CandidateBench() = default;

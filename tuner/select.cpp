@@ -33,8 +33,11 @@ Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold, 
     record("dense", dense, td);
     if (!td) return Error{td.error().kind, "the dense baseline failed: " + td.error().message};
   }
+  // The search times the sparse paths themselves: the dense switch off (it is set for
+  // the winner below, from these inputs' sparsity).
   const SearchResult found = search_sparse(shape, arch, bucket, format_candidates(planned, bucket, from_profile),
-                                           [&](const SparseFfnConfig& cfg, SearchStage stage) -> Expected<Timing> {
+                                           [&](SparseFfnConfig cfg, SearchStage stage) -> Expected<Timing> {
+                                             cfg.switch_active = 0;
                                              const Choice c{Choice::Strategy::kSparse, cfg};
                                              auto t = check_time(select, c, stage, screen);
                                              record(stage_name(stage), c, t);
@@ -42,8 +45,11 @@ Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold, 
                                            });
   // Held out: the untuned default, the best few sparse forwards and dense, in full.
   std::vector<Choice> finalists = {untuned};
-  for (size_t i = 0; i < found.forwards.size() && finalists.size() < 1 + kForwardGates; ++i)
-    finalists.push_back(Choice{Choice::Strategy::kSparse, found.forwards[i].first});
+  for (size_t i = 0; i < found.forwards.size() && finalists.size() < 1 + kForwardGates; ++i) {
+    Choice c{Choice::Strategy::kSparse, found.forwards[i].first};
+    c.sparse.switch_active = 0;
+    finalists.push_back(c);
+  }
   double best_us = INFINITY;
   r.winner = untuned;
   for (size_t i = 0; i < finalists.size(); ++i) {
@@ -62,6 +68,27 @@ Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold, 
   // Never slower than dense: the dense fallback wins ties and losses.
   if (!(best_us < r.dense_us)) r.winner = dense, best_us = r.dense_us;
   r.winner_us = best_us;
+  // The dense switch of a GEMM-gate winner: a batch whose active neurons per token exceed
+  // what these inputs had by the measured dense/sparse ratio (the sparse forward grows
+  // with its pairs) runs the dense up/down; at least kSwitchMargin times these inputs',
+  // so the batches it was tuned on never switch. Kept only if its own cost (a memset and
+  // a conditional node) stays within kKeepDefaultMargin.
+  if (r.winner.strategy == Choice::Strategy::kSparse && r.winner.sparse.gemm_gate() &&
+      r.winner.sparse.switch_active == 0 && bucket.min_tokens >= kSwitchMinTokens) {
+    auto plan = hold.layer().make_plan(r.winner);
+    FFNJIT_TRY(plan);
+    FFNJIT_TRY(hold.check(**plan));
+    auto st = hold.twell_stats(**plan);
+    FFNJIT_TRY(st);
+    const double k = std::max(1.0, st->mean_active);
+    const double t = std::max(k * kSwitchMargin, k * r.dense_us / std::max(1e-3, r.winner_us));
+    Choice switched = r.winner;
+    switched.sparse.switch_active = int(std::min<double>(t, shape.d_ff));
+    auto ts = check_time(hold, switched, SearchStage::kForward, mo);
+    record("held-out switch", switched, ts);
+    if (ts && ts->median_us <= r.winner_us * (1 + kKeepDefaultMargin) && ts->median_us < r.dense_us)
+      r.winner = switched, r.winner_us = ts->median_us;
+  }
   return r;
 }
 

@@ -14,6 +14,9 @@ namespace ffnjit {
 // A tuned choice must beat the untuned default by this much on the held-out inputs,
 // else the default is kept: timing noise must never make tuning a loss.
 inline constexpr double kKeepDefaultMargin = 0.02;
+// The dense switch of a tuned winner fires no earlier than this many times the active
+// neurons per token of the inputs it was tuned on.
+inline constexpr double kSwitchMargin = 1.25;
 
 struct Selection {
   Choice winner;

@@ -334,22 +334,7 @@ __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, con
   cluster_wait();
 }
 
-// Fused mode: acc = the contribution of tiles [t_begin, t_end) of token m (x in shared memory).
-template <class C>
-__device__ __forceinline__ void fused_range(const UpDownParams& p, float (&acc)[C::kVecsPerThread][8], int m,
-                                            int t_begin, int t_end) {
-  using S = UpDownSmem<C>;
-  const int total = gather_entries<C>(p, m, t_begin, max(0, t_end - t_begin));
-  // Decode (split fused): start the down rows towards L2 while the up dots run.
-  if (C::kSplits > 1)
-    for (int i = threadIdx.x; i < total * (C::kModel / 64); i += C::kThreads)
-      prefetch_l2_weight(p.w_down_t + i64(S::idx()[i / (C::kModel / 64)]) * C::kModel + (i % (C::kModel / 64)) * 64);
-  if (C::kGated) up_dots<C>(p, m, total);
-  down_rows<C>(p, acc, 0, total, t_begin, t_end, m);
-}
-
-// Tiles [first, end) of split `s` of `splits` (heavy-token splits share this with the
-// unsplit path, so both sum a token's ranges alike).
+// Tiles [first, end) of split `s` of `splits` (the heavy pass's share of a token).
 __device__ __forceinline__ void split_range(int n_tiles, int splits, int s, int& first, int& end) {
   const int per = (n_tiles + splits - 1) / splits;
   first = min(n_tiles, s * per), end = min(n_tiles, first + per);
@@ -401,22 +386,6 @@ __device__ __forceinline__ void reduce_heavy(const UpDownParams& p, const float 
   if (threadIdx.x == 0) p.tickets[m] = 0;
 }
 
-// The heavy pass: CTA (slot, split) computes split `split` of the slot's heavy token.
-template <class C>
-__device__ __forceinline__ void heavy_pass(const UpDownParams& p) {
-  using S = UpDownSmem<C>;
-  grid_dependency_wait();
-  const u32 listed = min(p.heavy[0], u32(kHeavySlots));
-  if (blockIdx.x >= listed) return;
-  const int m = int(p.heavy[1 + blockIdx.x]), split = blockIdx.y;
-  load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
-  int first, end;
-  split_range(C::kTiles, p.heavy_splits, split, first, end);
-  float acc[C::kVecsPerThread][8];
-  fused_range<C>(p, acc, m, first, end);
-  reduce_heavy<C>(p, acc, m, int(blockIdx.x), split);
-}
-
 template <class C>
 __device__ void up_down(const UpDownParams& p) {
   using S = UpDownSmem<C>;
@@ -428,14 +397,26 @@ __device__ void up_down(const UpDownParams& p) {
   constexpr bool kHeavyable = false;
 #endif
   const bool heavy_split = kHeavyable && p.heavy_splits > 1;
-  const int m = blockIdx.x, split = blockIdx.y;
+  int m = blockIdx.x;
+  const int split = blockIdx.y;
+  int t_begin = C::kColumnSplit ? 0 : split * C::kTilesPerSplit;
+  int t_end = min(C::kTiles, t_begin + C::kTilesPerSplit);
   grid_dependency_launch();
-  if (kHeavyable && p.heavy_pass) return heavy_pass<C>(p);
+  // The heavy pass: CTA (slot, split) computes split `split` of the slot's heavy token
+  // through the same code as the first pass (one copy keeps the registers in budget).
+  const bool heavy_pass = kHeavyable && p.heavy_pass;
+  if (heavy_pass) {
+    grid_dependency_wait();
+    if (blockIdx.x >= min(p.heavy[0], u32(kHeavySlots))) return;
+    m = int(p.heavy[1 + blockIdx.x]);
+    split_range(C::kTiles, p.heavy_splits, split, t_begin, t_end);
+  }
+  const int n_here = max(0, t_end - t_begin);
   const int vec0 = C::kColumnSplit ? split * C::kSliceVecs : 0;
   if (C::kMode != kModeDown) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
-  grid_dependency_wait();  // everything below reads what the previous kernels wrote
+  if (!heavy_pass) grid_dependency_wait();  // everything below reads what the previous kernels wrote
   // A heavy token goes to the heavy pass, while its slots last (later ones run here).
-  if (heavy_split && token_active<C>(p, m) > u32(p.heavy_threshold)) {
+  if (heavy_split && !heavy_pass && token_active<C>(p, m) > u32(p.heavy_threshold)) {
     __shared__ u32 slot;
     if (threadIdx.x == 0) {
       slot = atomicAdd(p.heavy, 1u);
@@ -444,9 +425,6 @@ __device__ void up_down(const UpDownParams& p) {
     __syncthreads();
     if (slot < u32(kHeavySlots)) return;  // the heavy pass computes it
   }
-  const int t_begin = C::kColumnSplit ? 0 : split * C::kTilesPerSplit;
-  const int t_end = min(C::kTiles, t_begin + C::kTilesPerSplit);
-  const int n_here = max(0, t_end - t_begin);
   const int total = gather_entries<C>(p, m, t_begin, n_here);
   if (C::kMode == kModeDown && S::off()[n_here + 1]) {  // the backup path needs x
     load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
@@ -469,6 +447,7 @@ __device__ void up_down(const UpDownParams& p) {
   float acc[C::kVecsPerThread][8];
   down_rows<C>(p, acc, vec0, total, t_begin, t_end, m);
 
+  if (heavy_pass) return reduce_heavy<C>(p, acc, m, int(blockIdx.x), split);
   if (C::kMode == kModeFused && C::kCluster) return reduce_cluster_splits<C>(p, acc, m);
   if (C::kMode == kModeFused && C::kSplits > 1) return reduce_splits<C>(p, acc, m, split);
 #pragma unroll

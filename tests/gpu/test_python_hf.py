@@ -125,7 +125,9 @@ def run_family(name, ffnjit, torch, tf, hf_models, work, cache, log):
     profile = os.path.join(ckpt, "profile.json")
     ffnjit_cli("profile", ckpt, "--inputs", inputs, "-o", profile, log=log)
     t0 = time.time()
-    ffnjit_cli("tune", ckpt, "--inputs", inputs, "--profile", profile, "--cache", cache, log=log)
+    # Few samples: the test checks what is served, not how fast (the tune of 5 tiny models
+    # must fit one device call next to the other GPU tests).
+    ffnjit_cli("tune", ckpt, "--inputs", inputs, "--profile", profile, "--cache", cache, "--samples", "3", log=log)
     record(True, f"{name}: ffnjit profile + tune", f"tune {time.time() - t0:.0f} s")
 
     report = ffnjit.patch(model, cache=cache)
@@ -209,7 +211,7 @@ def run_tensor_parallel(ffnjit, torch, tf, work, cache, log, ckpt, inputs, profi
     if "--tensor-parallel" not in help_text:
         record(None, "tensor parallel", "`ffnjit tune --tensor-parallel` does not exist yet")
         return
-    ffnjit_cli("tune", ckpt, "--inputs", inputs, "--profile", profile, "--cache", cache, "--tensor-parallel", "2",
+    ffnjit_cli("tune", ckpt, "--inputs", inputs, "--profile", profile, "--cache", cache, "--tensor-parallel", "2", "--samples", "3",
                log=log)
     from safetensors.torch import load_file
     captured = load_file(inputs)
