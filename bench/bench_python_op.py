@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import statistics
 import sys
 import time
@@ -47,7 +48,7 @@ class Driver:
     """The pieces of the driver API the benchmark needs, from the libcuda.so.1 PyTorch loaded."""
 
     def __init__(self):
-        self.cu = ctypes.CDLL("libcuda.so.1", mode=ctypes.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
+        self.cu = ctypes.CDLL("libcuda.so.1", mode=os.RTLD_NOLOAD | ctypes.RTLD_GLOBAL)
         P = ctypes.c_void_p
         self.cu.cuLaunchKernel.argtypes = [P, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
                                            ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, P, P, P]

@@ -15,8 +15,9 @@ Layer::~Layer() {
 
 namespace {
 
-// Whether this driver builds and instantiates graphs with conditional IF/ELSE nodes
-// (CUDA 12.8+): probed once per process on an empty graph; without them the dense
+// Whether this driver builds graphs with conditional IF/ELSE nodes (CUDA 12.8+): probed
+// once per process on an empty graph (no instantiation: the probe may run while the
+// caller captures a stream, where instantiating is not allowed); without them the dense
 // switch is off and switched plans run the plain sparse forward.
 bool conditional_nodes_work(const drv::Api* cu) {
   static const bool ok = [cu] {
@@ -32,10 +33,7 @@ bool conditional_nodes_work(const drv::Api* cu) {
       np.conditional.handle = h, np.conditional.type = CU_GRAPH_COND_TYPE_IF, np.conditional.size = 2;
       np.conditional.ctx = ctx;
       CUgraphNode node = nullptr;
-      CUgraphExec exec = nullptr;
-      good = cu->cuGraphAddNode(&node, g, nullptr, nullptr, 0, &np) == CUDA_SUCCESS &&
-             cu->cuGraphInstantiate(&exec, g, 0) == CUDA_SUCCESS;
-      if (exec) cu->cuGraphExecDestroy(exec);
+      good = cu->cuGraphAddNode(&node, g, nullptr, nullptr, 0, &np) == CUDA_SUCCESS;
     }
     cu->cuGraphDestroy(g);
     return good;

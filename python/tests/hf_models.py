@@ -11,7 +11,7 @@ def config(family: str, *, hidden_act: str = "relu", layers: int = 2, d_model: i
            vocab: int = 128, mlp_bias: bool = False):
     import transformers as tf
     common = dict(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=4,
-                  max_position_embeddings=256)
+                  max_position_embeddings=512)
     if family == "opt":
         return tf.OPTConfig(ffn_dim=d_ff, word_embed_proj_dim=d_model, activation_function=hidden_act,
                             enable_bias=True, do_layer_norm_before=True, **common)

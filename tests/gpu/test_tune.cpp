@@ -329,7 +329,7 @@ TEST_CASE("gpu: tune a biased OPT-like checkpoint, then serve it cache-only with
   auto tuned = run_tune(o, {});
   INFO((tuned ? std::string() : tuned.error().message));
   REQUIRE(tuned);  // biased layers are tuned, no longer refused
-  CHECK(tuned->rows.size() == 3);
+  CHECK(tuned->rows.size() == 2 * 3);  // per layer
 
   // Serve cache-only: the tuned biased kernels (and the dense fallback's plans) are all
   // there, and every output carries both biases.
@@ -358,6 +358,8 @@ TEST_CASE("gpu: tune a biased OPT-like checkpoint, then serve it cache-only with
     d.d_model = dm, d.d_ff = dff, d.gated = 0, d.dtype = FFNJIT_BF16;
     d.up_proj = reinterpret_cast<void*>(wu.ptr()), d.down_proj = reinterpret_cast<void*>(wd.ptr());
     d.up_bias = reinterpret_cast<void*>(bu.ptr()), d.down_bias = reinterpret_cast<void*>(bd.ptr());
+    const std::string id = tuned->fingerprint + ":" + std::to_string(L.index);  // as ffnjit.h says
+    d.layer_id = id.c_str();
     ffnjit_layer* l = nullptr;
     INFO(ffnjit_last_error());
     REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
