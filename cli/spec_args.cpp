@@ -1,6 +1,8 @@
 // The flags that describe a layer and a kernel configuration, shared by CLI commands.
 #include "cli/spec_args.hpp"
 
+#include <climits>
+
 namespace ffnjit::cli {
 
 void add_spec_options(Args& args) {
@@ -10,28 +12,35 @@ void add_spec_options(Args& args) {
       .flag("non-gated", "non-gated FFN: relu(x Wu^T) Wd^T")
       .option("tokens", "M", "token count the kernel is specialized for", std::string("2048"))
       .option("arch", "ARCH", "target: sm_80, sm_89 or sm_90a", std::string("sm_90a"))
-      .option("family", "F", "kernel family: gate_pack, gate_gemv, pack, up_down, up, down, transpose, dense_act or stats", std::string("gate_pack"))
+      .option("family", "F",
+              "kernel family: gate_pack, gate_gemv, pack, up_down, up, down, transpose, dense_act "
+              "or stats",
+              std::string("gate_pack"))
       .option("tile-n", "N", "TwELL tile width (32, 64, 128, 256)", std::string("128"))
       .option("capacity", "N", "TwELL entries per (token, tile)", std::string("31"))
       .option("bm", "N", "gate_pack: CTA tile rows (tokens); gate_gemv: tokens per CTA (8-32)")
       .option("bk", "N", "gate_pack: CTA tile depth (32 or 64)")
       .option("warps-m", "N", "gate_pack: warps along tokens")
       .option("warps-n", "N", "gate_pack: warps along neurons")
-      .option("stages", "N", "gate_pack: cp.async pipeline stages; gate_gemv: loads in flight per warp")
+      .option("stages", "N",
+              "gate_pack: cp.async pipeline stages; gate_gemv: loads in flight per warp")
       .option("threads", "N", "gate_gemv, pack, up_down, up, down: threads per CTA")
-      .option("splits", "N", "up_down, up: CTAs per token (tiles split); down: output column splits; gate_pack: CTAs per tile (a cluster splitting d_model, sm_90a)")
+      .option("splits", "N",
+              "up_down, up: CTAs per token (tiles split); down: output column splits; gate_pack: "
+              "CTAs per tile (a cluster splitting d_model, sm_90a)")
       .option("min-blocks", "N", "CTAs per SM promised to ptxas (caps registers)");
 }
 
 Expected<KernelSpec> spec_from_args(const Args& args) {
   if (!args.has("d-model") || !args.has("d-ff"))
     return user_error("--d-model and --d-ff are required; e.g. --d-model 2048 --d-ff 5632");
-  if (args.has("gated") && args.has("non-gated")) return user_error("pass either --gated or --non-gated, not both");
+  if (args.has("gated") && args.has("non-gated"))
+    return user_error("pass either --gated or --non-gated, not both");
   auto d_model = args.get_int("d-model", 1, 1 << 20);
   FFNJIT_TRY(d_model);
   auto d_ff = args.get_int("d-ff", 1, 1 << 24);
   FFNJIT_TRY(d_ff);
-  auto tokens = args.get_int("tokens", 1, 1LL << 31);
+  auto tokens = args.get_int("tokens", 1, INT_MAX);
   FFNJIT_TRY(tokens);
   auto arch = parse_arch(args.get("arch"));
   FFNJIT_TRY(arch);
@@ -51,7 +60,7 @@ Expected<KernelSpec> spec_from_args(const Args& args) {
   } overrides[] = {{"bm", &spec.tile.bm},           {"bk", &spec.tile.bk},
                    {"warps-m", &spec.tile.warps_m}, {"warps-n", &spec.tile.warps_n},
                    {"stages", &spec.tile.stages},   {"threads", &spec.tile.threads},
-                   {"splits", &spec.tile.splits},           {"min-blocks", &spec.tile.min_blocks}};
+                   {"splits", &spec.tile.splits},   {"min-blocks", &spec.tile.min_blocks}};
   for (auto& o : overrides) {
     if (!args.has(o.flag)) continue;
     auto v = args.get_int(o.flag, 1, 1 << 16);

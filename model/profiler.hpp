@@ -14,8 +14,9 @@
 
 namespace ffnjit::model {
 
-// Computes one layer's gate pre-activations: gate[m][j] = x[m] . Wg[j] (or x[m] . Wu[j]
-// + up_bias[j] for a non-gated layer) for `tokens` bf16 rows x [tokens][d_model],
+// Computes one layer's gate pre-activations: gate[m][j] = x[m] . Wg[j] + gate_bias[j]
+// (or x[m] . Wu[j] + up_bias[j] for a non-gated layer; a bias term only where the layer
+// has one) for `tokens` bf16 rows x [tokens][d_model],
 // written as fp32 to gate [tokens][d_ff]. Only the sign matters to a profile, so any
 // evaluator with fp32 accumulation (the GPU gate GEMM) gives the same profile up to
 // values within rounding of 0.
