@@ -233,24 +233,28 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
                : config.contains("activation_function") ? "activation_function"
                                                         : "hidden_activation")
             : "hidden_act";
+  // config.json strings reach messages and notes only as excerpts.
+  const auto act_shown = [&] { return text_excerpt(act, 60); };
   if (info.model_type == "llama_sparse_relu") {
     if (act != "relu")
       info.notes.push_back(
           "model_type llama_sparse_relu (SparseLM): the FFN gate is ReLU although " + act_key +
-          " says '" + act + "'");
+          " says '" + act_shown() + "'");
     act = "relu";
   } else if (act.empty()) {
     act = naming->gated ? "silu"
                         : (info.naming == "opt" ? "relu" : "gelu");  // the families' defaults
   }
   if (act != "relu") {
-    const std::string who =
-        info.model_type.empty() ? "this model" : "model_type '" + info.model_type + "'";
+    const std::string who = info.model_type.empty()
+                                ? "this model"
+                                : "model_type '" + text_excerpt(info.model_type, 60) + "'";
     return unsupported(
-        who + " uses " + act_key + " '" + act +
+        who + " uses " + act_key + " '" + act_shown() +
         "', not ReLU: the sparsity kernels skip neurons whose " +
         (naming->gated ? "gate" : "activation") +
-        " is zero, which is exact only when a ReLU makes inactive neurons exactly 0; with '" + act +
+        " is zero, which is exact only when a ReLU makes inactive neurons exactly 0; with '" +
+        act_shown() +
         "' every neuron contributes. Use a ReLU-fied checkpoint (e.g. a SparseLM model, model_type "
         "llama_sparse_relu) or run this model with a dense library");
   }

@@ -207,6 +207,15 @@ TEST_CASE("error messages quote a bounded excerpt of a huge bad value") {
   REQUIRE_FALSE(p);
   CHECK_THAT(p.error().message, Catch::Contains("layers[0].index: must be a non-negative integer"));
   CHECK(p.error().message.size() < 300);
+  // config.json strings quoted in the refusal of a non-ReLU model.
+  testutil::TempDir d;
+  json cfg = relu_config(1);
+  cfg["model_type"] = std::string(1 << 20, 'm');
+  cfg["hidden_act"] = std::string(1 << 20, 'a');
+  write_checkpoint(d, cfg.dump(), 1);
+  const std::string err = open_error(d);
+  CHECK_THAT(err, Catch::Contains("uses hidden_act 'aaaa") && Catch::Contains("not ReLU"));
+  CHECK(err.size() < 1000);
 }
 
 TEST_CASE("a 40k-tensor header parses in linear time, single and sharded") {
