@@ -15,12 +15,16 @@
 namespace ffnjit::cache {
 
 inline constexpr uint32_t kApplicationId = 0x46464E4A;  // "FFNJ" in the SQLite header
-inline constexpr int kSchemaVersion = 1;                // PRAGMA user_version this build writes
+inline constexpr int kSchemaVersion = 2;                // PRAGMA user_version this build writes
 
 struct OpenOptions {
   bool read_only = false;         // never writes; never creates the file or its directory
   bool create_if_missing = true;  // ignored when read_only
   int busy_timeout_ms = 10000;    // how long to wait for another process's write lock
+  // A file that is only read and whose records are verified before use (the other
+  // file of import and merge): implies read_only, skips the owner and mode checks of
+  // check_location (cache/location.hpp), and never uses a read-write connection.
+  bool untrusted = false;
 };
 
 // Filters for list and load. Empty fields match everything.
@@ -31,12 +35,29 @@ struct ListFilter {
   bool with_payload = true;  // binaries: false leaves cubin, ptx and source empty (for `ls`)
 };
 
+// A check of one binary beyond its own consistency (problems()), supplied by a caller
+// that can compile: the CLI rebuilds the source with NVRTC and compares the cubin
+// byte for byte. true = verified; false = cannot be checked here (another NVRTC,
+// generator or templates than this build's); an Error = it does not match. The cache
+// library itself never compiles.
+using BinaryCheck = std::function<Expected<bool>(const BinaryRecord&)>;
+
+struct MergeOptions {
+  // Empty: binaries are checked for consistency only (key re-derived from the
+  // content, digest, ELF structure, arch and symbol). With a check, binaries it
+  // cannot check are not imported (counted), and a mismatch refuses the file.
+  BinaryCheck check_binary;
+};
+
 // What merge_from did. Binaries are content-addressed, so an existing key is kept;
 // a tuning record replaces an existing one for the same key only if it is newer.
 struct MergeReport {
   int binaries_added = 0, binaries_present = 0;
   int tunings_added = 0, tunings_replaced = 0, tunings_kept = 0;
-  int damaged_skipped = 0;  // incomplete records in the other file, not copied
+  int binaries_rebuilt = 0;          // verified by check_binary
+  int binaries_unverifiable = 0;     // check_binary could not check them: not imported
+  int tunings_unverifiable = 0;      // their winners use those binaries: not imported
+  int tunings_missing_binaries = 0;  // imported; their winners' binaries are in neither file
 };
 
 struct GcOptions {
@@ -59,6 +80,8 @@ struct VerifyOptions {
   // arch than this GPU), an Error = it does not load. Empty = no load check; the cache
   // library never talks to the driver itself.
   std::function<Expected<bool>(const BinaryRecord&)> load_check;
+  // Rebuilds a binary and compares (as MergeOptions::check_binary); empty = no rebuild.
+  BinaryCheck rebuild_check;
 };
 
 struct VerifyIssue {
@@ -72,7 +95,11 @@ struct VerifyReport {
   std::string integrity;  // PRAGMA integrity_check's verdict: "ok" or its complaints
   int binaries = 0, tunings = 0;
   int cubins_loaded = 0, cubins_not_applicable = 0;
+  int rebuilt = 0, not_rebuildable = 0;  // with rebuild_check
   std::vector<VerifyIssue> issues;
+  // Tuning records whose winner names binary keys the cache does not hold (not an
+  // error: a compile-on-miss runtime compiles them; a cache-only one misses).
+  std::vector<VerifyIssue> missing_binaries;
   bool ok() const { return integrity == "ok" && issues.empty(); }
 };
 
@@ -129,11 +156,14 @@ class Cache {
   // with the same schema. Refuses to overwrite an existing file.
   Status export_to(const std::string& dest);
   // Copies the records of the cache file at `other` into this one (binaries: keep
-  // present keys; tuning: the newer created_at wins). `other` is opened read-only.
-  // `import` of an exported file is the same operation.
-  Expected<MergeReport> merge_from(const std::string& other);
+  // present keys; tuning: the newer created_at wins). `other` is untrusted: opened
+  // read-only (OpenOptions::untrusted) and verified whole before anything is copied;
+  // one damaged, forged or inconsistent record refuses the file, naming the record,
+  // and nothing is imported. `import` of an exported file is the same operation.
+  Expected<MergeReport> merge_from(const std::string& other, const MergeOptions& options = {});
   Expected<GcReport> gc(const GcOptions& options);
-  // PRAGMA integrity_check, then every record complete, then (optionally) loadable.
+  // PRAGMA integrity_check, then every record complete and consistent (problems()),
+  // winners' binary keys present, then (optionally) rebuilt and loadable.
   Expected<VerifyReport> verify(const VerifyOptions& options = {});
 
   struct Impl;

@@ -6,14 +6,17 @@
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <set>
 
 #include "cache/cache.hpp"
 #include "cache/impl.hpp"
+#include "support/strings.hpp"
 
 namespace ffnjit::cache {
 namespace {
 
-const char* const kNoOverwrite = "; ffnjit does not overwrite files: remove it or pick another name";
+const char* const kNoOverwrite =
+    "; ffnjit does not overwrite files: remove it or pick another name";
 
 // Rows copied per write transaction, and bytes: keeps each lock short.
 constexpr int kBatchRows = 256;
@@ -66,7 +69,7 @@ std::string placeholders(int n) {
   return s;
 }
 
-constexpr int kBinaryColumnCount = 14;
+constexpr int kBinaryColumnCount = 16;
 constexpr int kTuningColumnCount = 16;
 
 }  // namespace
@@ -106,20 +109,131 @@ Status Cache::export_to(const std::string& dest) {
   return publish(tmp, dest);
 }
 
-Expected<MergeReport> Cache::merge_from(const std::string& other) {
+namespace {
+
+std::string short_key(const std::string& key) {
+  return key.substr(0, 12);
+}
+
+// "record 3fa9c1e2b0d4 (ffnjit_gate_...) in x.ffnjit: <problem>; nothing was imported"
+Error refuse_record(const std::string& other, const char* kind, const std::string& key,
+                    const std::string& label, const std::string& problem) {
+  return user_error(
+      "refusing " + other + ": its " + kind + " record " + short_key(key) + " (" + label + ") " +
+      problem +
+      "; nothing was imported. The file is damaged or forged: get it again from its source, "
+      "or tune on this machine");
+}
+
+// "its winner is not JSON" out of a row decoder's "record K is damaged: its winner is
+// not JSON; run ..." (the refusal names the record and the fix itself).
+std::string damage(const Error& e) {
+  const std::string& m = e.message;
+  size_t at = m.find("is damaged: ");
+  if (at == std::string::npos) return m;
+  at += 12;
+  return m.substr(at, m.find(';', at) - at);
+}
+
+// Is `key` a sound binary of the destination cache?
+Expected<bool> have_sound_binary(sql::Db& db, const std::string& key) {
+  auto st = db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries WHERE key = ?1");
+  if (!st) return st.error();
+  st->bind(1, key);
+  auto row = st->step();
+  if (!row) return row.error();
+  return *row && !unusable(binary_from_row(*st), nullptr);
+}
+
+// Pass 1 of merge_from: every record of `in` verified, nothing written. Fills the
+// keys to copy and to leave out.
+struct Verdict {
+  std::set<std::string> binaries;   // verified: copy
+  std::set<std::string> unchecked;  // check_binary could not check: leave out
+  std::set<std::string> skip_tunings;
+  int rebuilt = 0, missing_binaries = 0;
+};
+
+Expected<Verdict> verify_other(sql::Db& in, sql::Db& out, const std::string& other,
+                               const MergeOptions& o) {
+  Verdict v;
+  {
+    auto sel = in.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries ORDER BY key");
+    if (!sel) return sel.error();
+    FFNJIT_TRY(sel->each_row([&]() -> Status {
+      const std::string key = sel->text(0), name = sel->text(1);
+      auto r = binary_from_row(*sel);
+      if (!r) return refuse_record(other, "binary", key, name, "is damaged: " + damage(r.error()));
+      if (auto p = problems(*r); !p.empty())
+        return refuse_record(other, "binary", key, name, "fails: " + join(p, "; "));
+      if (o.check_binary) {
+        auto checked = o.check_binary(*r);
+        if (!checked)
+          return refuse_record(other, "binary", key, name,
+                               "fails the rebuild: " + checked.error().message);
+        if (!*checked) {
+          v.unchecked.insert(key);
+          return {};
+        }
+        ++v.rebuilt;
+      }
+      v.binaries.insert(key);
+      return {};
+    }));
+  }
+  auto sel = in.prepare(std::string("SELECT ") + kTuningColumns + " FROM tuning ORDER BY key");
+  if (!sel) return sel.error();
+  FFNJIT_TRY(sel->each_row([&]() -> Status {
+    const std::string key = sel->text(0), layer = sel->text(7);
+    auto r = tuning_from_row(*sel);
+    if (!r) return refuse_record(other, "tuning", key, layer, "is damaged: " + damage(r.error()));
+    if (auto p = problems(*r); !p.empty())
+      return refuse_record(other, "tuning", key, layer, "fails: " + join(p, "; "));
+    if (r->key() != key)
+      return refuse_record(other, "tuning", key, layer,
+                           "has a key that does not match its identity");
+    bool missing = false;
+    for (const auto& k : winner_keys(r->winner)) {
+      if (v.unchecked.count(k)) {
+        v.skip_tunings.insert(key);  // its kernels stay out: so does it
+        return {};
+      }
+      if (v.binaries.count(k)) continue;
+      auto here = have_sound_binary(out, k);
+      if (!here) return here.error();
+      missing = missing || !*here;
+    }
+    v.missing_binaries += missing;
+    return {};
+  }));
+  return v;
+}
+
+}  // namespace
+
+Expected<MergeReport> Cache::merge_from(const std::string& other, const MergeOptions& o) {
   if (impl_->read_only)
     return user_error(impl_->path +
                       " was opened read-only; open it without read_only to merge into it");
   if (same_file(other, impl_->path))
     return user_error("cannot merge " + other + " into itself; pass another cache file");
-  // Read-only: the other file is never changed. Its schema version is at most ours
-  // (open refuses newer ones); when a v2 exists, copy older files to a temporary
-  // file and migrate that copy before reading it.
-  auto src = Cache::open(other, {.read_only = true, .create_if_missing = false});
+  // The other file is untrusted input: opened so that nothing can modify it, then
+  // verified whole before the first write. Its schema version is at most ours (open
+  // refuses newer ones); when a v3 exists, copy older files to a temporary file and
+  // migrate that copy before reading it.
+  auto src = Cache::open(other, {.read_only = true, .create_if_missing = false, .untrusted = true});
   if (!src) return src.error();
   sql::Db& in = src->impl_->db;
   sql::Db& out = impl_->db;
+  // One read snapshot for both passes: what is copied is what was verified.
+  FFNJIT_TRY(in.exec("BEGIN"));
+  auto verdict = verify_other(in, out, other, o);
+  if (!verdict) return verdict.error();
   MergeReport rep;
+  rep.binaries_rebuilt = verdict->rebuilt;
+  rep.binaries_unverifiable = int(verdict->unchecked.size());
+  rep.tunings_unverifiable = int(verdict->skip_tunings.size());
+  rep.tunings_missing_binaries = verdict->missing_binaries;
 
   // Binaries: content-addressed, so a present key already holds these bytes.
   {
@@ -140,12 +254,8 @@ Expected<MergeReport> Cache::merge_from(const std::string& other) {
           done = true;
           break;
         }
-        auto r = binary_from_row(*sel);
-        if (!r || !problems(*r).empty()) {
-          ++rep.damaged_skipped;
-          continue;
-        }
-        bytes += r->cubin.size() + r->ptx.size() + r->source.size();
+        if (!verdict->binaries.count(sel->text(0))) continue;
+        bytes += sel->bytes(6) + sel->bytes(8);
         for (int c = 0; c < kBinaryColumnCount; ++c) ins->bind_copy(c + 1, *sel, c);
         FFNJIT_TRY(ins->run());
         (sqlite3_changes(out.handle()) ? rep.binaries_added : rep.binaries_present)++;
@@ -181,11 +291,8 @@ Expected<MergeReport> Cache::merge_from(const std::string& other) {
           done = true;
           break;
         }
-        auto r = tuning_from_row(*sel);
-        if (!r || !problems(*r).empty() || r->key() != sel->text(0)) {
-          ++rep.damaged_skipped;
-          continue;
-        }
+        if (verdict->skip_tunings.count(sel->text(0))) continue;
+        const int64_t created = sel->i64(15);
         have->bind(1, sel->text(0));
         auto existing = have->step();
         if (!existing) return existing.error();
@@ -197,7 +304,7 @@ Expected<MergeReport> Cache::merge_from(const std::string& other) {
         ins->reset();
         if (!present)
           ++rep.tunings_added;
-        else if (r->created_at_ms > *present)
+        else if (created > *present)
           ++rep.tunings_replaced;
         else
           ++rep.tunings_kept;
@@ -205,6 +312,7 @@ Expected<MergeReport> Cache::merge_from(const std::string& other) {
       FFNJIT_TRY(txn->commit());
     }
   }
+  sqlite3_exec(in.handle(), "COMMIT", nullptr, nullptr, nullptr);  // only read
   return rep;
 }
 
@@ -227,7 +335,8 @@ Expected<GcReport> Cache::gc(const GcOptions& o) {
     auto st = db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries");
     if (!st) return st.error();
     FFNJIT_TRY(st->each_row([&] {
-      const std::optional<SkipReason> why = unusable(binary_from_row(*st), o.unusable_for ? &*o.unusable_for : nullptr);
+      const std::optional<SkipReason> why =
+          unusable(binary_from_row(*st), o.unusable_for ? &*o.unusable_for : nullptr);
       if (decide(why, st->i64(13))) binaries.push_back(st->text(0));
     }));
   }
@@ -284,17 +393,28 @@ Expected<VerifyReport> Cache::verify(const VerifyOptions& o) {
   auto issue = [&](const char* kind, std::string key, std::string label, std::string problem) {
     rep.issues.push_back({kind, std::move(key), std::move(label), std::move(problem)});
   };
+  std::set<std::string> sound, all;  // binary keys: passing every check; present
   {
     auto st = db.prepare(std::string("SELECT ") + kBinaryColumns + " FROM binaries ORDER BY key");
     if (!st) return st.error();
     FFNJIT_TRY(st->each_row([&] {
       ++rep.binaries;
+      all.insert(st->text(0));
       auto r = binary_from_row(*st);
       if (!r) return issue("binary", st->text(0), st->text(1), r.error().message);
       auto p = problems(*r);
       if (r->created_at_ms <= 0) p.push_back("created_at is not a time");
       for (auto& x : p) issue("binary", r->key, r->kernel_name, x);
-      if (!p.empty() || !o.load_check) return;
+      if (!p.empty()) return;
+      sound.insert(r->key);
+      if (o.rebuild_check) {
+        auto same = o.rebuild_check(*r);
+        if (!same)
+          return issue("binary", r->key, r->kernel_name,
+                       "fails the rebuild: " + same.error().message);
+        (*same ? rep.rebuilt : rep.not_rebuildable)++;
+      }
+      if (!o.load_check) return;
       auto loaded = o.load_check(*r);
       if (!loaded)
         issue("binary", r->key, r->kernel_name, "cubin does not load: " + loaded.error().message);
@@ -314,6 +434,16 @@ Expected<VerifyReport> Cache::verify(const VerifyOptions& o) {
       if (r->key() != st->text(0))
         p.push_back("key does not match its identity columns (edited by hand?)");
       for (auto& x : p) issue("tuning", st->text(0), r->layer_signature, x);
+      for (const auto& k : winner_keys(r->winner)) {
+        if (sound.count(k)) continue;
+        if (all.count(k))
+          issue("tuning", st->text(0), r->layer_signature,
+                "its winner uses binary " + k.substr(0, 12) + ", which is damaged");
+        else
+          rep.missing_binaries.push_back(
+              {"tuning", st->text(0), r->layer_signature,
+               "its winner uses binary " + k.substr(0, 12) + ", which is not in the cache"});
+      }
     }));
   }
   return rep;

@@ -1,6 +1,7 @@
 // Cache records: identity hashing, usability against a toolchain, skip reports.
 #include "cache/records.hpp"
 
+#include "cache/elf.hpp"
 #include "support/hash.hpp"
 
 namespace ffnjit::cache {
@@ -97,12 +98,14 @@ std::optional<SkipReason> mismatch(const BinaryRecord& rec, const ToolchainIdent
                   cur);
 }
 
-std::optional<SkipReason> unusable(const Expected<BinaryRecord>& r, const ToolchainIdentity* current) {
+std::optional<SkipReason> unusable(const Expected<BinaryRecord>& r,
+                                   const ToolchainIdentity* current) {
   if (!r || !problems(*r).empty()) return SkipReason::kDamaged;
   return current ? mismatch(*r, *current) : std::nullopt;
 }
 
-std::optional<SkipReason> unusable(const Expected<TuningRecord>& r, const ToolchainIdentity* current) {
+std::optional<SkipReason> unusable(const Expected<TuningRecord>& r,
+                                   const ToolchainIdentity* current) {
   if (!r || !problems(*r).empty()) return SkipReason::kDamaged;
   return current ? mismatch(r->toolchain, *current) : std::nullopt;
 }
@@ -116,6 +119,25 @@ bool is_hex64(const std::string& s) {
 }
 }  // namespace
 
+std::string binary_key(const BinaryRecord& r) {
+  // Mirrors codegen's compile_key(); tests/unit/test_cache_key.cpp holds the two together.
+  if (!r.options.is_array()) return "";
+  std::string options;
+  for (const auto& o : r.options) {
+    if (!o.is_string()) return "";
+    if (!options.empty()) options += ' ';
+    options += o.get<std::string>();
+  }
+  Sha256 key;
+  key.update(r.source)
+      .update("\n")
+      .update(r.templates_hash)
+      .update("\n")
+      .update(r.generator_version);
+  key.update("\nnvrtc=").update(r.nvrtc_version).update("\n").update(options);
+  return key.hex_digest();
+}
+
 std::vector<std::string> problems(const BinaryRecord& r) {
   std::vector<std::string> p;
   if (!is_hex64(r.key)) p.push_back("key is not 64 lower-case hex digits (a SHA-256)");
@@ -124,18 +146,37 @@ std::vector<std::string> problems(const BinaryRecord& r) {
   if (r.arch.empty()) p.push_back("arch is empty");
   if (r.generator_version.empty()) p.push_back("generator_version is empty");
   if (r.nvrtc_version.empty()) p.push_back("nvrtc_version is empty");
-  if (r.cubin.empty())
-    p.push_back("cubin is empty");
-  else if (r.cubin.compare(0, 4,
-                           "\x7f"
-                           "ELF") != 0)
-    p.push_back("cubin is not an ELF image");
+  if (r.templates_hash.empty()) p.push_back("templates_hash is empty");
   if (r.source.empty()) p.push_back("source is empty");
   if (r.spec.empty()) p.push_back("spec is empty");
   if (!r.resources.is_object()) p.push_back("resources is not a JSON object");
   if (!r.options.is_array()) p.push_back("options is not a JSON array");
   if (!(r.compile_ms >= 0)) p.push_back("compile_ms is negative");
+  if (!p.empty()) return p;  // the checks below need every field
+  // The options name the target: a record whose arch column says otherwise was edited.
+  bool arch_option = false;
+  for (const auto& o : r.options) arch_option = arch_option || o == "-arch=" + r.arch;
+  if (!arch_option) p.push_back("options do not compile for its arch " + r.arch);
+  if (binary_key(r) != r.key)
+    p.push_back("key does not match its content (source, templates, generator, NVRTC, options)");
+  if (r.cubin.empty()) {
+    p.push_back("cubin is empty");
+  } else {
+    if (r.cubin_sha256 != sha256_hex(r.cubin))
+      p.push_back("cubin does not match its SHA-256 digest");
+    if (Status s = check_cubin(r.cubin, r.arch, r.lowered_name); !s) p.push_back(s.message());
+  }
   return p;
+}
+
+std::vector<std::string> winner_keys(const nlohmann::json& winner) {
+  std::vector<std::string> out;
+  if (!winner.is_object()) return out;
+  auto it = winner.find("keys");
+  if (it == winner.end() || !it->is_array()) return out;
+  for (const auto& k : *it)
+    if (k.is_string()) out.push_back(k.get<std::string>());
+  return out;
 }
 
 std::vector<std::string> problems(const TuningRecord& r) {
@@ -155,6 +196,13 @@ std::vector<std::string> problems(const TuningRecord& r) {
   if (!r.winner.is_object() || r.winner.empty())
     p.push_back("winner is not a non-empty JSON object");
   if (!r.candidates.is_array()) p.push_back("candidates is not a JSON array");
+  if (r.winner.is_object())
+    if (auto it = r.winner.find("keys"); it != r.winner.end()) {
+      bool ok = it->is_array();
+      if (ok)
+        for (const auto& k : *it) ok = ok && k.is_string() && is_hex64(k.get<std::string>());
+      if (!ok) p.push_back("winner's \"keys\" is not an array of binary keys (64 hex digits)");
+    }
   if (!r.untimed && (!r.winner_us || !r.dense_us))
     p.push_back("a timed record lacks winner_us or dense_us");
   return p;

@@ -30,17 +30,21 @@ std::string format_driver_version(int cuda_driver_version);
 
 // A compiled kernel, keyed by content (codegen's CompiledKernel::key: the hash of
 // source, templates, generator, NVRTC, arch and options). Never by a file path.
+// Every record carries what its key is derived from, so binary_key() re-derives it
+// and a record whose key or cubin does not match its content is never served.
 struct BinaryRecord {
-  std::string key;  // 64 lower-case hex digits
+  std::string key;  // 64 lower-case hex digits: binary_key(*this)
   std::string kernel_name;
   std::string lowered_name;  // the symbol to look up in the cubin
   std::string arch;
   std::string generator_version;
   std::string nvrtc_version;
-  std::string cubin;                                    // ELF bytes, never empty
-  std::string ptx;                                      // may be empty
-  std::string source;                                   // the generated CUDA translation unit
-  std::string spec;                                     // KernelSpec::canonical()
+  std::string cubin;           // ELF bytes, never empty
+  std::string ptx;             // may be empty
+  std::string source;          // the generated CUDA translation unit
+  std::string spec;            // KernelSpec::canonical()
+  std::string templates_hash;  // codegen's templates_hash() the source was compiled against
+  std::string cubin_sha256;    // SHA-256 of cubin (hex); put_binary fills it when empty
   nlohmann::json resources = nlohmann::json::object();  // registers, spills, smem, ...
   nlohmann::json options = nlohmann::json::array();     // NVRTC options, for `show`
   double compile_ms = 0;
@@ -108,15 +112,32 @@ std::optional<SkipReason> mismatch(const ToolchainIdentity& record,
 // Binaries depend on arch, NVRTC and generator only.
 std::optional<SkipReason> mismatch(const BinaryRecord& record, const ToolchainIdentity& current);
 
-// What makes a record incomplete or malformed ("cubin is empty"); empty when it is
-// complete. put_* refuses such records, verify reports them, loads skip them.
+// The content key of a binary, from its stored columns exactly as codegen's
+// compile_key() derives it from a Source: SHA-256 of source, templates_hash,
+// generator_version, nvrtc_version and the options (which name the arch). A JSON
+// `options` that is not an array of strings gives "" (never a valid key).
+std::string binary_key(const BinaryRecord& record);
+
+// What makes a record incomplete, malformed or inconsistent ("cubin is empty", "key
+// does not match its content", "the cubin defines no function X"); empty when it is
+// sound. put_* refuses such records, verify reports them, loads skip them, import
+// refuses files holding them. A binary is checked for: every field present, its key
+// re-derived from its content, its cubin matching cubin_sha256, and its cubin being a
+// CUDA ELF for its arch that defines lowered_name (check_cubin in cache/elf.hpp).
 std::vector<std::string> problems(const BinaryRecord& record);
 std::vector<std::string> problems(const TuningRecord& record);
+
+// The binary keys a tuning record's winner names under "keys" (the convention of
+// TuningRecord::winner); empty when it names none. problems() refuses a "keys" that
+// is not an array of 64-hex-digit strings.
+std::vector<std::string> winner_keys(const nlohmann::json& winner);
 
 // Why a record as parsed from its row cannot be served: damaged (unparsable or with
 // problems), or from another toolchain than `*current` (not checked when null).
 // nullopt: usable.
-std::optional<SkipReason> unusable(const Expected<BinaryRecord>& r, const ToolchainIdentity* current);
-std::optional<SkipReason> unusable(const Expected<TuningRecord>& r, const ToolchainIdentity* current);
+std::optional<SkipReason> unusable(const Expected<BinaryRecord>& r,
+                                   const ToolchainIdentity* current);
+std::optional<SkipReason> unusable(const Expected<TuningRecord>& r,
+                                   const ToolchainIdentity* current);
 
 }  // namespace ffnjit::cache

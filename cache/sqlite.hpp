@@ -50,6 +50,7 @@ class Stmt {
   bool is_null(int col) const;
   std::string text(int col) const;
   std::string blob(int col) const;  // bytes exactly as stored (TEXT or BLOB)
+  size_t bytes(int col) const { return size_t(sqlite3_column_bytes(s_, col)); }
   int64_t i64(int col) const;
   double f64(int col) const;
 

@@ -11,6 +11,7 @@
 #include "cli/args.hpp"
 #include "cli/commands.hpp"
 #include "codegen/compile.hpp"
+#include "codegen/source.hpp"
 #include "codegen/version.hpp"
 #include "runtime/device.hpp"
 #include "runtime/driver.hpp"
@@ -27,12 +28,13 @@ const char* const kUsage =
     "usage: ffnjit cache <subcommand> [options]\n\n"
     "Inspects and maintains the kernel cache (compiled binaries and tuning records).\n"
     "Every subcommand takes --cache PATH; without it the cache is $FFNJIT_CACHE, else\n"
-    "$XDG_CACHE_HOME/ffnjit/cache.db, else ~/.cache/ffnjit/cache.db.\n\n"
+    "$XDG_CACHE_HOME/ffnjit/cache.db, else ~/.cache/ffnjit/cache.db. Its directory must be\n"
+    "yours (or root's) and writable by you alone (docs/cache.md).\n\n"
     "subcommands:\n"
     "  ls                 table of records (--layer, --arch, --name filters)\n"
     "  show <key|name>    one record (--source, --ptx print those)\n"
     "  export <file>      write a portable single-file copy (e.g. to ship with a model)\n"
-    "  import <file>      add the records of an exported file\n"
+    "  import <file>      add the records of an exported file (verified: rebuilt with NVRTC)\n"
     "  merge <other.db>   combine another cache (e.g. tuned on another machine) into this one\n"
     "  gc                 drop records this toolchain cannot use (--older-than DAYS: also old "
     "ones)\n"
@@ -117,8 +119,49 @@ cache::ToolchainIdentity current_identity(const Gpu& gpu) {
 }
 
 Expected<Cache> open_cache(const Args& args, bool write, bool create = false) {
-  std::string path = cache::resolve_cache_path(args.get("cache"));
-  return Cache::open(path, {.read_only = !write, .create_if_missing = create});
+  // An explicit --cache "" is an error, never the default cache.
+  auto path = cache::resolve_cache_path(args.has("cache") ? args.get("cache").c_str() : nullptr);
+  if (!path) return path.error();
+  return Cache::open(*path, {.read_only = !write, .create_if_missing = create});
+}
+
+bool has_option(const nlohmann::json& options, const std::string& o) {
+  for (const auto& x : options)
+    if (x == o) return true;
+  return false;
+}
+
+// Rebuilds a binary from its stored source with this build's NVRTC and compares the
+// cubin byte for byte (NVRTC is deterministic for the same source, options and
+// version). With the key re-derived from the source (problems()), a match proves the
+// cubin is exactly what this build would compile for that key itself. Records of
+// another NVRTC, generator or template set cannot be rebuilt here: false.
+Expected<bool> rebuild_check(const BinaryRecord& r) {
+  if (r.nvrtc_version != nvrtc_version() || r.generator_version != kGeneratorVersion ||
+      r.templates_hash != templates_hash())
+    return false;
+  auto arch = parse_arch(r.arch);
+  if (!arch) return false;
+  Source src;
+  src.text = r.source;
+  src.kernel_name = r.kernel_name;
+  src.spec.arch = *arch;
+  CompileOptions co;
+  co.line_info = has_option(r.options, "-lineinfo");
+  if (nlohmann::json(compile_options(src, co)) != r.options)
+    return false;  // never this build's key
+  auto k = compile(src, co);
+  if (!k) {
+    std::string first = k.error().message.substr(0, k.error().message.find('\n'));
+    return Error{ErrorKind::kInvalidArgument,
+                 "its source does not compile with NVRTC " + nvrtc_version() + " (" + first + ")"};
+  }
+  if (k->cubin != r.cubin)
+    return Error{ErrorKind::kInvalidArgument,
+                 "its cubin (" + std::to_string(r.cubin.size()) +
+                     " bytes) is not what NVRTC builds from its source (" +
+                     std::to_string(k->cubin.size()) + " bytes)"};
+  return true;
 }
 
 void add_cache_option(Args& args) {
@@ -347,20 +390,37 @@ int merge_like(const std::string& sub, const std::string& help, const Argv& argv
   add_cache_option(args);
   args.positional(
       "file", sub == "import" ? "a file written by `ffnjit cache export`" : "another cache file");
+  args.flag("no-rebuild",
+            "do not rebuild the binaries with NVRTC to compare their cubins (their keys, digests "
+            "and ELF images are still checked); only for files from a source you trust");
   if (int rc = parse(args, argv); rc >= 0) return rc;
   auto c = open_cache(args, true, true);
   if (!c) return fail(c.error().message);
-  auto r = c->merge_from(args.get("file"));
+  cache::MergeOptions mo;
+  if (!args.has("no-rebuild")) mo.check_binary = rebuild_check;
+  const std::string file = args.get("file");
+  auto r = c->merge_from(file, mo);
   if (!r) return fail(r.error().message);
   std::printf(
       "%s %s into %s: binaries %d added, %d already present; tuning records %d added, %d replaced "
       "by newer, %d kept (newer here)\n",
-      sub == "import" ? "imported" : "merged", args.get("file").c_str(), c->path().c_str(),
-      r->binaries_added, r->binaries_present, r->tunings_added, r->tunings_replaced,
-      r->tunings_kept);
-  if (r->damaged_skipped)
-    std::printf("skipped %d damaged records of %s (run `ffnjit cache verify --cache %s`)\n",
-                r->damaged_skipped, args.get("file").c_str(), args.get("file").c_str());
+      sub == "import" ? "imported" : "merged", file.c_str(), c->path().c_str(), r->binaries_added,
+      r->binaries_present, r->tunings_added, r->tunings_replaced, r->tunings_kept);
+  if (mo.check_binary)
+    std::printf("verified %d binaries by rebuilding them with NVRTC %s\n", r->binaries_rebuilt,
+                nvrtc_version().c_str());
+  if (r->binaries_unverifiable)
+    std::printf(
+        "left out %d binaries and %d tuning records made with another NVRTC, generator or template "
+        "set: this build cannot rebuild them to verify them (import them with the ffnjit that made "
+        "them)\n",
+        r->binaries_unverifiable, r->tunings_unverifiable);
+  if (r->tunings_missing_binaries)
+    std::printf(
+        "%d tuning records use kernels that neither %s nor this cache holds; a compile-on-miss "
+        "runtime "
+        "compiles them\n",
+        r->tunings_missing_binaries, file.c_str());
   return 0;
 }
 
@@ -421,11 +481,15 @@ int cache_verify(const Argv& argv) {
             "Runs SQLite's integrity check, checks that every record is complete (cubin\n"
             "present, JSON parses, keys consistent) and loads every cubin on the GPU.");
   add_cache_option(args);
+  args.flag("rebuild",
+            "also rebuild every binary with NVRTC and compare its cubin byte for byte (what "
+            "`ffnjit cache import` does; about 0.3 s per binary)");
   if (int rc = parse(args, argv); rc >= 0) return rc;
   auto c = open_cache(args, false);
   if (!c) return fail(c.error().message);
 
   cache::VerifyOptions o;
+  if (args.has("rebuild")) o.rebuild_check = rebuild_check;
   Gpu gpu = open_gpu();
   if (gpu.device)
     o.load_check = [&gpu](const BinaryRecord& r) { return load_check(*gpu.device, r); };
@@ -439,6 +503,15 @@ int cache_verify(const Argv& argv) {
                 r->cubins_not_applicable);
   else
     std::printf("cubin load check skipped: %s\n", gpu.why_not.c_str());
+  if (o.rebuild_check)
+    std::printf("rebuilt with NVRTC %s: %d identical (%d made by another toolchain, not rebuilt)\n",
+                nvrtc_version().c_str(), r->rebuilt, r->not_rebuildable);
+  if (!r->missing_binaries.empty())
+    std::printf(
+        "note: %zu tuning records use kernels not in the cache (a compile-on-miss runtime compiles "
+        "them; a cache-only one misses them), e.g. %s %s\n",
+        r->missing_binaries.size(), short_key(r->missing_binaries[0].key).c_str(),
+        r->missing_binaries[0].problem.c_str());
   for (const auto& i : r->issues)
     std::printf("  %s %s %s: %s\n", i.kind.c_str(), short_key(i.key).c_str(), i.label.c_str(),
                 i.problem.c_str());
@@ -448,7 +521,8 @@ int cache_verify(const Argv& argv) {
                 c->path() + " .recover`");
   if (!r->issues.empty())
     return fail(std::to_string(r->issues.size()) + " problem(s) with records in " + c->path() +
-                "; `ffnjit cache gc` drops damaged records");
+                "; `ffnjit cache gc` drops damaged records (never load a cache whose cubins were "
+                "tampered with: if you did not edit it, find out who did)");
   std::printf("ok\n");
   return 0;
 }

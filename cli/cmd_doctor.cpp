@@ -9,6 +9,7 @@
 #include "cli/commands.hpp"
 #include "codegen/compile.hpp"
 #include "codegen/version.hpp"
+#include "ffnjit/ffnjit.h"
 #include "runtime/driver.hpp"
 
 namespace ffnjit::cli {
@@ -51,9 +52,10 @@ int cmd_doctor(const Argv& argv) {
       std::printf("  [%d] %s, sm_%d%d, %d SMs, %.1f GiB\n", i, name, major, minor, sms, double(mem) / (1 << 30));
     }
   }
-  const std::string cache = cache::resolve_cache_path(args.get("cache"));
+  const auto cache = cache::resolve_cache_path(args.has("cache") ? args.get("cache").c_str() : nullptr);
+  if (!cache) return std::printf("cache:         %s\n", cache.error().message.c_str()), 0;
   struct stat st;
-  std::printf("cache:         %s (%s)\n", cache.c_str(), stat(cache.c_str(), &st) == 0 ? "exists" : "not created yet");
+  std::printf("cache:         %s (%s)\n", cache->c_str(), stat(cache->c_str(), &st) == 0 ? "exists" : "not created yet");
   return 0;
 }
 

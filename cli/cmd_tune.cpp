@@ -9,6 +9,8 @@
 #include "cache/location.hpp"
 #include "cli/args.hpp"
 #include "cli/commands.hpp"
+#include "runtime/buckets.hpp"
+#include "runtime/identity.hpp"
 #include "support/json.hpp"
 #include "tuner/plan.hpp"
 #include "tuner/tune.hpp"
@@ -49,7 +51,12 @@ int cmd_tune(const Argv& argv) {
       .option("inputs", "FILE",
               "captured FFN inputs (safetensors, layers.N.input) to time on; default: "
               "<checkpoint>/inputs.safetensors when present, else Gaussian inputs")
-      .option("buckets", "LIST", "token buckets", std::string("1,2-4,5-16,17-64,65-256,257-1024,1025-4096,4097+"))
+      .option("buckets", "LIST",
+              "token buckets: the runtime's table, or buckets made of whole runtime buckets (e.g. 1-4)",
+              format_buckets(default_buckets()))
+      .option("tensor-parallel", "N",
+              "also a TP engine's view: tune each layer's N shards (d_ff / N rows each) under their shard ids",
+              std::string("1"))
       .option("budget", "SECONDS", "stop starting new entries after this long (0: no limit)", std::string("0"))
       .option("shard", "I/N", "tune only entries i, i+n, ... (merge shards with `ffnjit cache merge`)",
               std::string("0/1"))
@@ -66,15 +73,18 @@ int cmd_tune(const Argv& argv) {
   o.checkpoint = args.get("checkpoint");
   o.profile = args.get("profile");
   o.inputs = args.get("inputs");
-  o.cache_path = cache::resolve_cache_path(args.get("cache"));
+  auto cache_path = cache::resolve_cache_path(args.has("cache") ? args.get("cache").c_str() : nullptr);
+  if (!cache_path) return report_error("tune", cache_path.error().message, 2);
+  o.cache_path = *cache_path;
   auto buckets = parse_buckets(args.get("buckets"));
   if (!buckets) return report_error("tune", buckets.error().message, 2);
   o.buckets = *buckets;
   auto budget = args.get_int("budget", 0, 1 << 30), samples = args.get_int("samples", 3, 1000),
-       device = args.get_int("device", 0, 64);
-  for (auto* e : {&budget, &samples, &device})
+       device = args.get_int("device", 0, 64), tp = args.get_int("tensor-parallel", 1, kMaxTensorParallel);
+  for (auto* e : {&budget, &samples, &device, &tp})
     if (!*e) return report_error("tune", e->error().message, 2);
   o.budget_s = double(*budget), o.measure.samples = int(*samples), o.device = int(*device);
+  o.tensor_parallel = int(*tp);
   auto shard = parse_shard(args.get("shard"));
   if (!shard) return report_error("tune", shard.error().message, 2);
   o.shard = shard->index, o.shards = shard->count;
@@ -94,26 +104,29 @@ int cmd_tune(const Argv& argv) {
                         {"entries_left", r->entries_left}, {"interrupted", r->interrupted},
                         {"fingerprint", r->fingerprint}};
     for (const auto& row : r->rows)
-      j["entries"].push_back({{"signature", row.signature}, {"layers", row.layers}, {"bucket", row.bucket},
-                              {"winner", row.winner}, {"winner_us", row.winner_us}, {"dense_us", row.dense_us},
+      j["entries"].push_back({{"layer_id", row.signature}, {"layer", row.layers}, {"shape", row.shape},
+                              {"bucket", row.bucket}, {"winner", row.winner}, {"winner_us", row.winner_us},
+                              {"untuned_us", row.default_us}, {"dense_us", row.dense_us},
                               {"speedup", row.speedup()}, {"untimed", row.untimed}, {"resumed", row.resumed},
                               {"candidates", row.candidates}, {"rejected", row.rejected}});
     std::printf("%s\n", dump_json(j, 2).c_str());  // a non-UTF-8 path becomes U+FFFD, no throw
   } else {
-    std::printf("%-26s %-12s %-10s %-52s %10s %10s %8s\n", "layer class", "layers", "bucket", "winner", "time_us",
-                "dense_us", "speedup");
+    std::printf("%-14s %-26s %-10s %-52s %10s %10s %10s %8s\n", "layer", "shape", "bucket", "winner", "time_us",
+                "untuned_us", "dense_us", "speedup");
     for (const auto& row : r->rows) {
-      char t[32] = "untimed", d[32] = "-", sp[32] = "-";
+      char t[32] = "untimed", u[32] = "-", d[32] = "-", sp[32] = "-";
       if (!row.untimed) {
         std::snprintf(t, sizeof t, "%.1f", row.winner_us);
         std::snprintf(d, sizeof d, "%.1f", row.dense_us);
         std::snprintf(sp, sizeof sp, "%.2fx", row.speedup());
+        if (row.default_us > 0) std::snprintf(u, sizeof u, "%.1f", row.default_us);
       }
-      std::printf("%-26s %-12s %-10s %-52s %10s %10s %8s%s\n", row.signature.c_str(), row.layers.c_str(),
-                  row.bucket.c_str(), row.winner.c_str(), t, d, sp, row.resumed ? "  (from an earlier run)" : "");
+      std::printf("%-14s %-26s %-10s %-52s %10s %10s %10s %8s%s\n", row.layers.c_str(), row.shape.c_str(),
+                  row.bucket.c_str(), row.winner.c_str(), t, u, d, sp, row.resumed ? "  (from an earlier run)" : "");
     }
-    std::printf("timed on: %s\ncheckpoint fingerprint: %s\ncache: %s\n", r->input_source.c_str(),
-                r->fingerprint.c_str(), o.cache_path.c_str());
+    std::printf("timed on: %s\nrecords: per layer under <fingerprint>:<layer> (docs/identity.md), and %d shape "
+                "records for engines without layer ids\ncheckpoint fingerprint: %s\ncache: %s\n",
+                r->input_source.c_str(), r->shape_records, r->fingerprint.c_str(), o.cache_path.c_str());
   }
   if (r->entries_left) {
     std::fprintf(stderr, "ffnjit tune: %d of %d entries not tuned (%s); run the same command again to continue\n",

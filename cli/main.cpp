@@ -5,6 +5,7 @@
 
 #include "cli/commands.hpp"
 #include "codegen/version.hpp"
+#include "ffnjit/ffnjit.h"
 
 namespace {
 
@@ -44,7 +45,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "--version") {
-    std::printf("ffnjit %s\n", ffnjit::kGeneratorVersion);
+    // The release (ffnjit.h, as ffnjit_version() and the Python package report it), then
+    // the code generator's version, which is part of every cache key.
+    std::printf("ffnjit %s (generator %s)\n", FFNJIT_VERSION_STRING, ffnjit::kGeneratorVersion);
     return 0;
   }
   ffnjit::cli::Argv rest(argv + 2, argv + argc);

@@ -18,7 +18,9 @@
 #include "runtime/choice.hpp"
 #include "templates/ffnjit/params.h"
 #include "runtime/device_weights.hpp"
-#include "runtime/forward_graph.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/layer.hpp"
+#include "runtime/record_lookup.hpp"
 
 namespace {
 
@@ -73,9 +75,8 @@ struct ffnjit_context {
   // The SQLite cache, used only while resolving a bucket (never on the hot path).
   std::mutex cache_mu;
   std::unique_ptr<cache::Cache> cache;
-  cache::ToolchainIdentity identity;
-  std::atomic<int64_t> tuned_buckets{0}, default_buckets{0};
-  std::string skipped;  // the last "records for another toolchain" report
+  RecordLookupState records;  // the cache's tuning records (guarded by cache_mu)
+  std::atomic<int64_t> tuned_buckets{0}, shape_buckets{0}, default_buckets{0};
   // Lifetime: one reference for the handle (dropped by ffnjit_context_destroy) and
   // one per live layer; the last one to go deletes the context, so a layer never
   // points at freed memory. `destroyed` makes every later call on the context or
@@ -85,42 +86,20 @@ struct ffnjit_context {
   // Where repeated forwards are captured into graphs (runtime/forward_graph.hpp).
   CUstream capture_stream = nullptr;
   std::mutex capture_mu;
+  ChoiceLookup lookup;  // the cache's tuning records, for Layer::plan
   ~ffnjit_context() {
     if (capture_stream && device && device->make_current()) device->api()->cuStreamDestroy(capture_stream);
   }
 };
 
+// A handle: the runtime::Layer plus what the C face checks per call.
 struct ffnjit_layer {
   uint32_t magic = kLayerMagic;
   ffnjit_context* ctx = nullptr;
-  std::string id;
-  std::string signature;          // what tuning records are looked up by: layer_id, else the shape
-  bool sparsity_from_desc = false;  // the engine fixed tile_n/capacity
-  LayerShape shape;
-  Sparsity sparsity;
-  DeviceWeights weights;
-  DeviceBuffer counters;  // uint32 overflow total since registration
-  FfnDeviceWeights device_weights;
+  std::unique_ptr<Layer> layer;
   // The last (x, out) pair whose device was checked: engines reuse their buffers,
   // and the driver query costs about a microsecond per pointer.
   std::atomic<uintptr_t> checked_x{0}, checked_out{0};
-  // One resolved config per bucket; published once under `mu`, then read lock-free.
-  struct Resolved {
-    Choice choice;
-    SparseFfnConfig cfg;
-    SparseFfnKernels kernels;
-    const LoadedKernel* stats = nullptr;  // serving counters (context option count_sparsity)
-    CUdeviceptr tile_hist = 0;            // this bucket's tile width's per-tile histograms
-    mutable ForwardGraph graph;           // repeated calls replay as one graph launch
-  };
-  // Serving counters (uint64 on the device): tokens by active neurons, tokens per
-  // neuron, and per tile width the (token, tile) histograms of each tile.
-  DeviceBuffer token_hist, neuron_active;
-  std::map<int, DeviceBuffer> tile_hist;
-  std::unique_ptr<DenseFfn> dense;  // made on the first bucket whose winner is dense
-  std::mutex mu;
-  std::atomic<const Resolved*> resolved[16] = {};
-  std::unique_ptr<Resolved> owned[16];
 };
 
 namespace {
@@ -153,80 +132,44 @@ void release(ffnjit_context* ctx) {
   delete ctx;
 }
 
-// First use of a bucket: the tuned winner for this GPU, toolchain, layer and bucket
-// from the cache (else the default configuration), its kernels loaded from cached
-// binaries (else compiled, unless the context is cache-only). Later calls read the
-// published pointer and never touch SQLite.
-Expected<const ffnjit_layer::Resolved*> resolve(ffnjit_layer* layer, int bucket) {
-  if (const auto* r = layer->resolved[bucket].load(std::memory_order_acquire)) return r;
-  std::lock_guard<std::mutex> lock(layer->mu);
-  if (const auto* r = layer->resolved[bucket].load(std::memory_order_acquire)) return r;
-  ffnjit_context* ctx = layer->ctx;
-  const BatchBucket& b = default_buckets()[bucket];
-  auto r = std::make_unique<ffnjit_layer::Resolved>();
-  r->choice.sparse = default_sparse_config(layer->shape, ctx->arch, b, layer->sparsity);
-  bool tuned = false;
-  {
-    std::lock_guard<std::mutex> cl(ctx->cache_mu);
-    auto found = ctx->cache->find_tuning(ctx->identity, layer->signature, b.max_tokens >= (1 << 30) ? b.min_tokens : b.max_tokens);
-    FFNJIT_TRY(found);
-    if (found->skipped.total()) ctx->skipped = found->skipped.message();
-    if (found->record && found->record->bucket_min <= b.min_tokens && found->record->bucket_max >= b.max_tokens) {
-      auto c = choice_from_json(found->record->winner, layer->shape, ctx->arch, b);
-      FFNJIT_TRY(c);
-      if (c->strategy == Choice::Strategy::kDense || (c->sparse.gate.sparsity.tile_n == layer->sparsity.tile_n &&
-                                                       c->sparse.gate.sparsity.capacity == layer->sparsity.capacity) ||
-          !layer->sparsity_from_desc) {
-        r->choice = *c;
-        tuned = true;
-      }
-    }
+// Runs an entry point's body; no C++ exception crosses the C ABI (std::bad_alloc on
+// huge shapes, anything else is a bug reported as such).
+template <class F>
+ffnjit_status guarded(F&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return fail(Error{ErrorKind::kUnsupported, "out of host memory; the layer or batch is too large for this machine"});
+  } catch (const std::exception& e) {
+    return fail(internal_error(std::string("unexpected exception: ") + e.what()));
+  } catch (...) {
+    return fail(internal_error("unexpected exception"));
   }
-  FFNJIT_TRY(ctx->device->make_current());
-  if (r->choice.strategy == Choice::Strategy::kDense) {
-    if (!layer->dense) {
-      auto d = DenseFfn::create(ctx->kernels, ctx->arch, layer->shape);
-      FFNJIT_TRY(d);
-      layer->dense = std::move(*d);
-    }
-  } else {
-    r->cfg = r->choice.sparse;
-    auto k = resolve_kernels(ctx->kernels, r->cfg);
-    FFNJIT_TRY(k);
-    r->kernels = *k;
-    if (ctx->options.count_sparsity) {
-      KernelSpec st = default_spec(Family::kStats, layer->shape, ctx->arch, b, r->cfg.gate.sparsity);
-      st.tile.threads = 128;
-      auto sk = ctx->kernels.get(st);
-      FFNJIT_TRY(sk);
-      r->stats = *sk;
-      const int tn = r->cfg.gate.sparsity.tile_n;
-      auto& hist = layer->tile_hist[tn];
-      if (!hist.size()) {
-        auto h = DeviceBuffer::alloc(size_t(r->cfg.gate.n_tiles()) * (tn + 1) * 8);
-        FFNJIT_TRY(h);
-        hist = std::move(*h);
-        FFNJIT_TRY(hist.fill_bytes(0));
-      }
-      r->tile_hist = hist.ptr();
-    }
-  }
-  ++(tuned ? ctx->tuned_buckets : ctx->default_buckets);
-  layer->owned[bucket] = std::move(r);
-  layer->resolved[bucket].store(layer->owned[bucket].get(), std::memory_order_release);
-  return layer->owned[bucket].get();
 }
 
-// Workspace a resolved bucket needs for `tokens`.
-size_t workspace_for(const ffnjit_layer& layer, const ffnjit_layer::Resolved& r, int tokens) {
-  if (r.choice.strategy == Choice::Strategy::kDense) return layer.dense->workspace_bytes(tokens);
-  return sparse_workspace_bytes(r.cfg, tokens);
-}
-
+// The runtime bucket of a positive token count (the caller checked 1 <= tokens <= INT_MAX).
 Expected<int> bucket_for(long long tokens) {
   const int b = bucket_index(default_buckets(), tokens);
-  if (b < 0) return user_error("tokens=" + std::to_string(tokens) + " is outside every batch bucket");
+  if (b < 0) return internal_error("tokens=" + std::to_string(tokens) + " is outside every runtime batch bucket");
   return b;
+}
+
+Status check_tokens(int64_t tokens) {
+  if (tokens < 0) return user_error("tokens=" + std::to_string(tokens) + " is negative");
+  if (tokens > INT_MAX) return user_error("tokens=" + std::to_string(tokens) + " exceeds 2^31-1; split the batch");
+  return {};
+}
+
+// The layer's plan for a token count; counts, once per (layer, bucket), where it came from.
+Expected<const ServedPlan*> plan_for(ffnjit_layer* l, int64_t tokens) {
+  auto b = bucket_for(tokens);
+  FFNJIT_TRY(b);
+  ffnjit_context* ctx = l->ctx;
+  return l->layer->plan(*b, ctx->lookup, [ctx](ChoiceSource src) {
+    ++(src == ChoiceSource::kLayer ? ctx->tuned_buckets
+       : src == ChoiceSource::kShape ? ctx->shape_buckets
+                                     : ctx->default_buckets);
+  });
 }
 
 }  // namespace
@@ -238,7 +181,10 @@ int ffnjit_version(void) { return FFNJIT_VERSION; }
 const char* ffnjit_last_error(void) { return g_last_error.c_str(); }
 
 const char* ffnjit_status_name(ffnjit_status s) {
-  switch (s) {
+  // Any int is a valid argument (the header says so): read it as an int, never as the enum.
+  int v = 0;
+  std::memcpy(&v, &s, sizeof v);
+  switch (v) {
     case FFNJIT_STATUS_OK: return "FFNJIT_STATUS_OK";
     case FFNJIT_STATUS_INVALID_ARGUMENT: return "FFNJIT_STATUS_INVALID_ARGUMENT";
     case FFNJIT_STATUS_UNSUPPORTED: return "FFNJIT_STATUS_UNSUPPORTED";
@@ -247,20 +193,21 @@ const char* ffnjit_status_name(ffnjit_status s) {
     case FFNJIT_STATUS_COMPILE_ERROR: return "FFNJIT_STATUS_COMPILE_ERROR";
     case FFNJIT_STATUS_DRIVER_ERROR: return "FFNJIT_STATUS_DRIVER_ERROR";
     case FFNJIT_STATUS_INTERNAL_ERROR: return "FFNJIT_STATUS_INTERNAL_ERROR";
-    case FFNJIT_STATUS_MAX_ENUM: break;
+    default: return "FFNJIT_STATUS_UNKNOWN";
   }
-  return "FFNJIT_STATUS_UNKNOWN";
 }
 
 ffnjit_status ffnjit_checkpoint_fingerprint(const char* dir, char* out, size_t out_size) {
-  if (!dir || !*dir) return invalid("checkpoint_dir is empty; pass the directory holding config.json");
-  if (!out || out_size < 65)
-    return invalid("out must hold 65 bytes (64 hex digits and the NUL); pass a char[65]");
-  out[0] = 0;
-  auto ckpt = model::Checkpoint::open(dir);
-  if (!ckpt) return fail(ckpt.error());
-  std::memcpy(out, ckpt->info().fingerprint.c_str(), 65);
-  return ok();
+  return guarded([&] {
+    if (!out || out_size < 65)
+      return invalid("out must hold 65 bytes (64 hex digits and the NUL); pass a char[65]");
+    out[0] = 0;
+    if (!dir || !*dir) return invalid("checkpoint_dir is empty; pass the directory holding config.json");
+    auto ckpt = model::Checkpoint::open(dir);
+    if (!ckpt) return fail(ckpt.error());
+    std::memcpy(out, ckpt->info().fingerprint.c_str(), 65);
+    return ok();
+  });
 }
 
 void ffnjit_context_options_init(ffnjit_context_options* o) {
@@ -272,51 +219,56 @@ void ffnjit_context_options_init(ffnjit_context_options* o) {
 }
 
 ffnjit_status ffnjit_context_create(const ffnjit_context_options* options, ffnjit_context** out) {
-  if (!out) return invalid("out is NULL; pass the address of an ffnjit_context* to receive the context");
-  *out = nullptr;
-  ffnjit_context_options o;
-  ffnjit_context_options_init(&o);
-  if (options) o = *options;
-  if (o.miss_policy != FFNJIT_COMPILE_ON_MISS && o.miss_policy != FFNJIT_CACHE_ONLY)
-    return invalid("options->miss_policy=" + std::to_string(int(o.miss_policy)) +
-                   " is not FFNJIT_COMPILE_ON_MISS or FFNJIT_CACHE_ONLY");
-  auto dev = Device::open(o.device);
-  if (!dev) return fail(dev.error());
-  auto arch = parse_arch(dev->info().arch);
-  if (!arch) return fail(arch.error());
-  auto ctx = std::make_unique<ffnjit_context>();
-  ctx->device = std::make_unique<Device>(std::move(*dev));
-  ctx->arch = *arch;
-  ctx->options = o;
-  ctx->cache_path = cache::resolve_cache_path(o.cache_path ? o.cache_path : "");
-  ctx->options.cache_path = nullptr;  // the caller's string may not outlive the call
-  cache::OpenOptions co;
-  co.read_only = o.miss_policy == FFNJIT_CACHE_ONLY;
-  if (!co.read_only)
-    if (Status s = cache::ensure_cache_dir(ctx->cache_path); !s) return fail(s);
-  auto db = cache::Cache::open(ctx->cache_path, co);
-  if (!db) return fail(db.error());
-  ctx->cache = std::make_unique<cache::Cache>(std::move(*db));
-  ctx->identity = toolchain_identity(ctx->device->info());
-  if (Status s = ctx->device->make_current(); !s) return fail(s);
-  if (CUresult r = ctx->device->api()->cuStreamCreate(&ctx->capture_stream, CU_STREAM_NON_BLOCKING); r != CUDA_SUCCESS)
-    return fail(drv::driver_error("cuStreamCreate", r));
-  ffnjit_context* raw = ctx.get();
-  ctx->kernels.set_backing(
-      {[raw](const std::string& key) -> Expected<std::optional<CompiledKernel>> {
-         std::lock_guard<std::mutex> l(raw->cache_mu);
-         auto f = raw->cache->find_binary(key, raw->identity);
-         FFNJIT_TRY(f);
-         if (!f->record) return std::optional<CompiledKernel>();
-         return std::optional<CompiledKernel>(from_record(*f->record));
-       },
-       [raw](const Source& src, const CompiledKernel& k) -> Status {
-         std::lock_guard<std::mutex> l(raw->cache_mu);
-         return raw->cache->put_binary(to_record(k, src));
-       },
-       o.miss_policy == FFNJIT_COMPILE_ON_MISS});
-  *out = ctx.release();
-  return ok();
+  return guarded([&] {
+    if (!out) return invalid("out is NULL; pass the address of an ffnjit_context* to receive the context");
+    *out = nullptr;
+    ffnjit_context_options o;
+    ffnjit_context_options_init(&o);
+    if (options) o = *options;
+    if (o.miss_policy != FFNJIT_COMPILE_ON_MISS && o.miss_policy != FFNJIT_CACHE_ONLY)
+      return invalid("options->miss_policy=" + std::to_string(int(o.miss_policy)) +
+                     " is not FFNJIT_COMPILE_ON_MISS or FFNJIT_CACHE_ONLY");
+    auto cache_path = cache::resolve_cache_path(o.cache_path);  // NULL: the default; "": an error
+    if (!cache_path) return fail(cache_path.error());
+    auto dev = Device::open(o.device);
+    if (!dev) return fail(dev.error());
+    auto arch = parse_arch(dev->info().arch);
+    if (!arch) return fail(arch.error());
+    auto ctx = std::make_unique<ffnjit_context>();
+    ctx->device = std::make_unique<Device>(std::move(*dev));
+    ctx->arch = *arch;
+    ctx->options = o;
+    ctx->cache_path = *cache_path;
+    ctx->options.cache_path = nullptr;  // the caller's string may not outlive the call
+    cache::OpenOptions co;
+    co.read_only = o.miss_policy == FFNJIT_CACHE_ONLY;
+    if (!co.read_only)
+      if (Status s = cache::ensure_cache_dir(ctx->cache_path); !s) return fail(s);
+    auto db = cache::Cache::open(ctx->cache_path, co);
+    if (!db) return fail(db.error());
+    ctx->cache = std::make_unique<cache::Cache>(std::move(*db));
+    ctx->records = {ctx->cache.get(), &ctx->cache_mu, toolchain_identity(ctx->device->info()), ctx->arch, {}};
+    if (Status s = ctx->device->make_current(); !s) return fail(s);
+    if (CUresult r = ctx->device->api()->cuStreamCreate(&ctx->capture_stream, CU_STREAM_NON_BLOCKING); r != CUDA_SUCCESS)
+      return fail(drv::driver_error("cuStreamCreate", r));
+    ffnjit_context* raw = ctx.get();
+    ctx->kernels.set_backing(
+        {[raw](const std::string& key) -> Expected<std::optional<CompiledKernel>> {
+           std::lock_guard<std::mutex> l(raw->cache_mu);
+           auto f = raw->cache->find_binary(key, raw->records.identity);
+           FFNJIT_TRY(f);
+           if (!f->record) return std::optional<CompiledKernel>();
+           return std::optional<CompiledKernel>(from_record(*f->record));
+         },
+         [raw](const Source& src, const CompiledKernel& k) -> Status {
+           std::lock_guard<std::mutex> l(raw->cache_mu);
+           return raw->cache->put_binary(to_record(k, src));
+         },
+         o.miss_policy == FFNJIT_COMPILE_ON_MISS});
+    ctx->lookup = record_lookup(ctx->records);
+    *out = ctx.release();
+    return ok();
+  });
 }
 
 void ffnjit_context_destroy(ffnjit_context* ctx) {
@@ -328,98 +280,88 @@ void ffnjit_context_destroy(ffnjit_context* ctx) {
 }
 
 ffnjit_status ffnjit_layer_register(ffnjit_context* ctx, const ffnjit_layer_desc* d, ffnjit_layer** out) {
-  if (Status s = check_context(ctx); !s) return fail(s);
-  if (!out) return invalid("out is NULL; pass the address of an ffnjit_layer* to receive the layer");
-  *out = nullptr;
-  if (!d) return invalid("desc is NULL; describe the layer in an ffnjit_layer_desc");
-  if (d->dtype != FFNJIT_BF16) return invalid("dtype " + std::to_string(int(d->dtype)) + " is not FFNJIT_BF16");
-  if (!d->up_proj || !d->down_proj || (d->gated && !d->gate_proj))
-    return invalid(std::string(!d->up_proj ? "up_proj" : !d->down_proj ? "down_proj" : "gate_proj") +
-                   " is NULL; pass the device pointer of that weight");
-  if (!d->gated && d->gate_proj)
-    return invalid("gate_proj is set for a non-gated layer; set gated=1 or pass gate_proj=NULL");
-  if (d->activation != FFNJIT_ACTIVATION_RELU && d->activation != FFNJIT_ACTIVATION_RELU2 &&
-      d->activation != FFNJIT_ACTIVATION_FATRELU)
-    return invalid("activation=" + std::to_string(int(d->activation)) +
-                   " is not an ffnjit_activation; use FFNJIT_ACTIVATION_RELU, _RELU2 or _FATRELU");
-  if (d->activation != FFNJIT_ACTIVATION_FATRELU && d->activation_threshold != 0.0f)
-    return invalid("activation_threshold is set but the activation is not FFNJIT_ACTIVATION_FATRELU; pass 0");
-  if (d->gate_bias || d->up_bias || d->down_bias || d->activation != FFNJIT_ACTIVATION_RELU)
-    return fail(unsupported("FFN biases and activations other than ReLU are not served by this build yet"));
-  KernelSpec probe = default_spec(Family::kGatePack, {d->d_model, d->d_ff, d->gated != 0}, ctx->arch, {1, 1},
-                                  Sparsity{d->tile_n ? d->tile_n : 128, d->capacity ? d->capacity : 31});
-  if (Status s = probe.validate(); !s) return fail(s);
-  const drv::Api* cu = ctx->device->api();
-  for (const void* p : {d->gate_proj, d->up_proj, d->down_proj}) {
-    if (!p) continue;
-    if (reinterpret_cast<uintptr_t>(p) % 16) return invalid("weight pointers must be 16-byte aligned");
-    const int dev = pointer_device(cu, p);
-    if (dev != ctx->options.device)
-      return invalid(dev < 0 ? "a weight pointer is not CUDA device memory; pass device pointers"
-                             : "a weight pointer is on device " + std::to_string(dev) + ", the context on device " +
-                                   std::to_string(ctx->options.device));
-  }
-  if (Status s = ctx->device->make_current(); !s) return fail(s);
-  // Copy device -> host -> device through DeviceWeights: registration is rare and
-  // this keeps one upload path; the caller's buffers are free to go afterwards.
-  const size_t bytes = size_t(d->d_ff) * d->d_model * 2;
-  std::vector<uint16_t> wg(d->gated ? bytes / 2 : 0), wu(bytes / 2), wd(bytes / 2);
-  if (d->gated && cu->cuMemcpyDtoH(wg.data(), CUdeviceptr(d->gate_proj), bytes) != CUDA_SUCCESS)
-    return invalid("gate_proj could not be read; it must hold d_ff*d_model bf16 values");
-  if (cu->cuMemcpyDtoH(wu.data(), CUdeviceptr(d->up_proj), bytes) != CUDA_SUCCESS)
-    return invalid("up_proj could not be read; it must hold d_ff*d_model bf16 values");
-  if (cu->cuMemcpyDtoH(wd.data(), CUdeviceptr(d->down_proj), bytes) != CUDA_SUCCESS)
-    return invalid("down_proj could not be read; it must hold d_model*d_ff bf16 values");
-  auto layer = std::make_unique<ffnjit_layer>();
-  layer->ctx = ctx;
-  layer->id = d->layer_id ? d->layer_id : "";
-  layer->shape = probe.layer;
-  layer->sparsity = probe.sparsity;
-  layer->sparsity_from_desc = d->tile_n || d->capacity;
-  layer->signature = layer->id.empty() ? shape_signature(layer->shape) : layer->id;
-  HostFfnWeights hw{d->gated ? wg.data() : nullptr, wu.data(), wd.data(), layer->shape};
-  // Wd stays on the device too: a bucket whose tuned winner is dense needs it.
-  auto w = DeviceWeights::upload(ctx->kernels, ctx->arch, hw, nullptr, /*with_dense=*/true);
-  if (!w) return fail(w.error());
-  layer->weights = std::move(*w);
-  auto counters = DeviceBuffer::alloc(256);
-  if (!counters) return fail(counters.error());
-  layer->counters = std::move(*counters);
-  if (Status s = layer->counters.fill_bytes(0); !s) return fail(s);
-  layer->device_weights = layer->weights.sparse();
-  layer->device_weights.overflow_counter = layer->counters.ptr();
-  if (ctx->options.count_sparsity) {
-    for (auto [buf, n] : {std::pair{&layer->token_hist, d->d_ff + 1}, std::pair{&layer->neuron_active, d->d_ff}}) {
-      auto b = DeviceBuffer::alloc(size_t(n) * 8);
-      if (!b) return fail(b.error());
-      *buf = std::move(*b);
-      if (Status s = buf->fill_bytes(0); !s) return fail(s);
+  return guarded([&] {
+    if (Status s = check_context(ctx); !s) return fail(s);
+    if (!out) return invalid("out is NULL; pass the address of an ffnjit_layer* to receive the layer");
+    *out = nullptr;
+    if (!d) return invalid("desc is NULL; describe the layer in an ffnjit_layer_desc");
+    if (d->dtype != FFNJIT_BF16) return invalid("dtype " + std::to_string(int(d->dtype)) + " is not FFNJIT_BF16");
+    if (!d->up_proj || !d->down_proj || (d->gated && !d->gate_proj))
+      return invalid(std::string(!d->up_proj ? "up_proj" : !d->down_proj ? "down_proj" : "gate_proj") +
+                     " is NULL; pass the device pointer of that weight");
+    if (!d->gated && d->gate_proj)
+      return invalid("gate_proj is set for a non-gated layer; set gated=1 or pass gate_proj=NULL");
+    if (d->activation != FFNJIT_ACTIVATION_RELU && d->activation != FFNJIT_ACTIVATION_RELU2 &&
+        d->activation != FFNJIT_ACTIVATION_FATRELU)
+      return invalid("activation=" + std::to_string(int(d->activation)) +
+                     " is not an ffnjit_activation; use FFNJIT_ACTIVATION_RELU, _RELU2 or _FATRELU");
+    if (d->activation != FFNJIT_ACTIVATION_FATRELU && d->activation_threshold != 0.0f)
+      return invalid("activation_threshold is set but the activation is not FFNJIT_ACTIVATION_FATRELU; pass 0");
+    if (d->gate_bias || d->up_bias || d->down_bias || d->activation != FFNJIT_ACTIVATION_RELU)
+      return fail(unsupported("FFN biases and activations other than ReLU are not served by this build yet"));
+    LayerOptions lo;
+    if (d->layer_id && *d->layer_id) {
+      const size_t n = strnlen(d->layer_id, kLayerIdMax + 1);
+      auto id = parse_layer_id(std::string(d->layer_id, n));
+      if (!id) return fail(id.error());
+      lo.id = format_layer_id(*id);
     }
-  }
-  ctx->refs.fetch_add(1, std::memory_order_relaxed);
-  *out = layer.release();
-  return ok();
+    KernelSpec probe = default_spec(Family::kGatePack, {d->d_model, d->d_ff, d->gated != 0}, ctx->arch, {1, 1},
+                                    Sparsity{d->tile_n ? d->tile_n : 128, d->capacity ? d->capacity : 31});
+    if (Status s = probe.validate(); !s) return fail(s);
+    const drv::Api* cu = ctx->device->api();
+    for (const void* p : {d->gate_proj, d->up_proj, d->down_proj}) {
+      if (!p) continue;
+      if (reinterpret_cast<uintptr_t>(p) % 16) return invalid("weight pointers must be 16-byte aligned");
+      const int dev = pointer_device(cu, p);
+      if (dev != ctx->options.device)
+        return invalid(dev < 0 ? "a weight pointer is not CUDA device memory; pass device pointers"
+                               : "a weight pointer is on device " + std::to_string(dev) + ", the context on device " +
+                                     std::to_string(ctx->options.device));
+    }
+    if (Status s = ctx->device->make_current(); !s) return fail(s);
+    lo.shape = probe.layer;
+    lo.sparsity = probe.sparsity;
+    lo.sparsity_fixed = d->tile_n || d->capacity;
+    lo.count_sparsity = ctx->options.count_sparsity != 0;
+    // The weights are copied device to device into the layouts the kernels read; the
+    // caller's buffers are free to go afterwards.
+    HostFfnWeights w{static_cast<const uint16_t*>(d->gated ? d->gate_proj : nullptr),
+                     static_cast<const uint16_t*>(d->up_proj), static_cast<const uint16_t*>(d->down_proj), lo.shape};
+    auto layer = Layer::create(ctx->kernels, ctx->arch, w, lo, nullptr);
+    if (!layer) return fail(layer.error());
+    auto handle = std::make_unique<ffnjit_layer>();
+    handle->ctx = ctx;
+    handle->layer = std::move(*layer);
+    ctx->refs.fetch_add(1, std::memory_order_relaxed);
+    *out = handle.release();
+    return ok();
+  });
 }
 
 ffnjit_status ffnjit_context_get_stats(const ffnjit_context* ctx, ffnjit_context_stats* out) {
-  if (Status s = check_context(ctx); !s) return fail(s);
-  if (!out) return invalid("out is NULL; pass the address of an ffnjit_context_stats");
-  out->kernels_compiled = ctx->kernels.compiles();
-  out->kernels_from_cache = ctx->kernels.loaded_from_backing();
-  out->tuned_buckets = ctx->tuned_buckets.load();
-  out->default_buckets = ctx->default_buckets.load();
-  out->shape_buckets = 0;
-  return ok();
+  return guarded([&] {
+    if (Status s = check_context(ctx); !s) return fail(s);
+    if (!out) return invalid("out is NULL; pass the address of an ffnjit_context_stats");
+    out->kernels_compiled = ctx->kernels.compiles();
+    out->kernels_from_cache = ctx->kernels.loaded_from_backing();
+    out->tuned_buckets = ctx->tuned_buckets.load();
+    out->default_buckets = ctx->default_buckets.load();
+    out->shape_buckets = ctx->shape_buckets.load();
+    return ok();
+  });
 }
 
 ffnjit_status ffnjit_layer_get_stats(ffnjit_layer* layer, ffnjit_layer_stats* out) {
-  if (Status s = check_layer(layer); !s) return fail(s);
-  if (!out) return invalid("out is NULL; pass the address of an ffnjit_layer_stats");
-  uint32_t overflow = 0;
-  if (Status s = layer->ctx->device->make_current(); !s) return fail(s);
-  if (Status s = layer->counters.download(&overflow, 4); !s) return fail(s);
-  out->overflow_tiles = overflow;
-  return ok();
+  return guarded([&] {
+    if (Status s = check_layer(layer); !s) return fail(s);
+    if (!out) return invalid("out is NULL; pass the address of an ffnjit_layer_stats");
+    if (Status s = layer->ctx->device->make_current(); !s) return fail(s);
+    auto overflow = layer->layer->overflow_tiles();
+    if (!overflow) return fail(overflow.error());
+    out->overflow_tiles = int64_t(*overflow);
+    return ok();
+  });
 }
 
 void ffnjit_layer_destroy(ffnjit_layer* layer) {
@@ -431,129 +373,107 @@ void ffnjit_layer_destroy(ffnjit_layer* layer) {
 }
 
 ffnjit_status ffnjit_layer_workspace_size(const ffnjit_layer* layer, int64_t tokens, size_t* bytes) {
-  if (Status s = check_layer(layer); !s) return fail(s);
-  if (!bytes) return invalid("bytes is NULL; pass the address of a size_t");
-  if (tokens < 0) return invalid("tokens=" + std::to_string(tokens) + " is negative");
-  if (tokens > INT_MAX) return invalid("tokens=" + std::to_string(tokens) + " exceeds 2^31-1; split the batch");
-  if (tokens == 0) {
-    *bytes = 0;
+  return guarded([&] {
+    if (Status s = check_layer(layer); !s) return fail(s);
+    if (!bytes) return invalid("bytes is NULL; pass the address of a size_t");
+    if (Status s = check_tokens(tokens); !s) return fail(s);
+    if (tokens == 0) {
+      *bytes = 0;
+      return ok();
+    }
+    auto p = plan_for(const_cast<ffnjit_layer*>(layer), tokens);
+    if (!p) return fail(p.error());
+    *bytes = layer->layer->workspace_bytes(**p, int(tokens));
     return ok();
-  }
-  auto b = bucket_for(tokens);
-  if (!b) return fail(b.error());
-  auto r = resolve(const_cast<ffnjit_layer*>(layer), *b);
-  if (!r) return fail(r.error());
-  *bytes = workspace_for(*layer, **r, int(tokens));
-  return ok();
+  });
 }
 
 ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, int64_t tokens, void* workspace,
                                  size_t workspace_bytes, void* stream) {
-  if (Status s = check_layer(layer); !s) return fail(s);
-  if (tokens < 0) return invalid("tokens=" + std::to_string(tokens) + " is negative");
-  if (tokens == 0) return ok();
-  if (tokens > INT_MAX) return invalid("tokens=" + std::to_string(tokens) + " exceeds 2^31-1; split the batch");
-  if (!x || !out) return invalid(std::string(!x ? "x" : "out") + " is NULL; pass a device pointer");
-  if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(out)) % 16)
-    return invalid(std::string(reinterpret_cast<uintptr_t>(x) % 16 ? "x" : "out") +
-                   " is not 16-byte aligned; allocate it with cudaMalloc or align the offset");
-  ffnjit_context* ctx = layer->ctx;
-  const int b = bucket_index(default_buckets(), tokens);
-  auto r = resolve(layer, b);
-  if (!r) return fail(r.error());
-  const size_t need = workspace_for(*layer, **r, int(tokens));
-  if (workspace_bytes < need || (need && !workspace))
-    return invalid("workspace of " + std::to_string(workspace_bytes) + " bytes is too small: " + std::to_string(tokens) +
-                   " tokens need " + std::to_string(need) + "; ask ffnjit_layer_workspace_size");
-  if (reinterpret_cast<uintptr_t>(workspace) % 256) return invalid("workspace is not 256-byte aligned");
-  const drv::Api* cu = ctx->device->api();
-  CUcontext current = nullptr;
-  if (cu->cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx->device->context())
-    if (Status s = ctx->device->make_current(); !s) return fail(s);
-  const uintptr_t ux = reinterpret_cast<uintptr_t>(x), uo = reinterpret_cast<uintptr_t>(out);
-  if (layer->checked_x.load(std::memory_order_relaxed) != ux || layer->checked_out.load(std::memory_order_relaxed) != uo) {
-    const int dev_x = pointer_device(cu, x), dev_out = pointer_device(cu, out);
-    if (dev_x != ctx->options.device || dev_out != ctx->options.device)
-      return invalid(std::string(dev_x != ctx->options.device ? "x" : "out") +
-                     ((dev_x < 0 || dev_out < 0) ? " is not CUDA device memory" : " is on another device than the layer") +
-                     "; pass device pointers on device " + std::to_string(ctx->options.device));
-    layer->checked_x.store(ux, std::memory_order_relaxed);
-    layer->checked_out.store(uo, std::memory_order_relaxed);
-  }
-  const ffnjit_layer::Resolved& res = **r;
-  auto enqueue = [&](CUstream st) -> Status {
-    FFNJIT_TRY(res.choice.strategy == Choice::Strategy::kDense
-                   ? layer->dense->forward(layer->weights.dense(), CUdeviceptr(x), CUdeviceptr(out), int(tokens),
-                                           CUdeviceptr(workspace), st)
-                   : sparse_ffn_forward(res.kernels, res.cfg, layer->device_weights, CUdeviceptr(x), CUdeviceptr(out),
-                                        int(tokens), CUdeviceptr(workspace), st));
-    if (!res.stats) return {};
-    const TwellView tw = twell_in_workspace(res.cfg, int(tokens), CUdeviceptr(workspace));
-    StatsParams sp{reinterpret_cast<const u32*>(tw.counts), reinterpret_cast<const u32*>(tw.entries),
-                   layer->token_hist.as<u64>(), reinterpret_cast<u64*>(res.tile_hist), layer->neuron_active.as<u64>(),
-                   int(tokens)};
-    return launch(*res.stats, unsigned(tokens), 1, &sp, st);
-  };
-  const ForwardGraph::Key key{tokens, CUdeviceptr(x), CUdeviceptr(out), CUdeviceptr(workspace)};
-  if (Status s = res.graph.run(key, static_cast<CUstream>(stream), ctx->capture_stream, ctx->capture_mu, enqueue); !s)
-    return fail(s);
-  return FFNJIT_STATUS_OK;
+  return guarded([&] {
+    if (Status s = check_layer(layer); !s) return fail(s);
+    if (Status s = check_tokens(tokens); !s) return fail(s);
+    if (tokens == 0) return ok();
+    if (!x || !out) return invalid(std::string(!x ? "x" : "out") + " is NULL; pass a device pointer");
+    if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(out)) % 16)
+      return invalid(std::string(reinterpret_cast<uintptr_t>(x) % 16 ? "x" : "out") +
+                     " is not 16-byte aligned; allocate it with cudaMalloc or align the offset");
+    ffnjit_context* ctx = layer->ctx;
+    auto p = plan_for(layer, tokens);
+    if (!p) return fail(p.error());
+    const ServedPlan& plan = **p;
+    const size_t need = layer->layer->workspace_bytes(plan, int(tokens));
+    if (need && !workspace)
+      return invalid("workspace is NULL but " + std::to_string(tokens) + " tokens need " + std::to_string(need) +
+                     " bytes; ask ffnjit_layer_workspace_size and pass a device buffer");
+    if (workspace_bytes < need)
+      return invalid("workspace of " + std::to_string(workspace_bytes) + " bytes is too small: " +
+                     std::to_string(tokens) + " tokens need " + std::to_string(need) +
+                     "; ask ffnjit_layer_workspace_size");
+    if (reinterpret_cast<uintptr_t>(workspace) % 256) return invalid("workspace is not 256-byte aligned");
+    const drv::Api* cu = ctx->device->api();
+    CUcontext current = nullptr;
+    if (cu->cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx->device->context())
+      if (Status s = ctx->device->make_current(); !s) return fail(s);
+    const uintptr_t ux = reinterpret_cast<uintptr_t>(x), uo = reinterpret_cast<uintptr_t>(out);
+    if (layer->checked_x.load(std::memory_order_relaxed) != ux || layer->checked_out.load(std::memory_order_relaxed) != uo) {
+      const int dev_x = pointer_device(cu, x), dev_out = pointer_device(cu, out);
+      if (dev_x != ctx->options.device || dev_out != ctx->options.device)
+        return invalid(std::string(dev_x != ctx->options.device ? "x" : "out") +
+                       ((dev_x < 0 || dev_out < 0) ? " is not CUDA device memory" : " is on another device than the layer") +
+                       "; pass device pointers on device " + std::to_string(ctx->options.device));
+      layer->checked_x.store(ux, std::memory_order_relaxed);
+      layer->checked_out.store(uo, std::memory_order_relaxed);
+    }
+    if (Status s = layer->layer->forward(plan, CUdeviceptr(x), CUdeviceptr(out), int(tokens), CUdeviceptr(workspace),
+                                         static_cast<CUstream>(stream), ctx->capture_stream, ctx->capture_mu);
+        !s)
+      return fail(s);
+    return ok();
+  });
 }
-
-namespace {
-
-bool is_hex64(const char* s) {
-  if (!s || std::strlen(s) != 64) return false;
-  for (const char* p = s; *p; ++p)
-    if (!std::isxdigit(static_cast<unsigned char>(*p)) || std::isupper(static_cast<unsigned char>(*p))) return false;
-  return true;
-}
-
-}  // namespace
 
 ffnjit_status ffnjit_export_profile(ffnjit_layer* const* layers, int count, const char* fingerprint, const char* path) {
-  if (!layers || count <= 0) return invalid("layers is empty; pass the registered layers in checkpoint order");
-  if (!path || !*path) return invalid("path is empty; name the profile file to write");
-  if (!is_hex64(fingerprint))
-    return invalid("checkpoint_fingerprint must be the 64 lower-case hex digits `ffnjit tune` and `ffnjit profile` print");
-  // Every handle first, so that a bad one fails the call before anything is read.
-  for (int i = 0; i < count; ++i) {
-    if (Status s = check_layer(layers[i]); !s)
-      return invalid("layers[" + std::to_string(i) + "]: " + s.error().message);
-    if (layers[i]->ctx != layers[0]->ctx)
-      return invalid("layers[" + std::to_string(i) +
-                     "] belongs to another context than layers[0]; export the layers of each "
-                     "context separately");
-  }
-  if (!layers[0]->ctx->options.count_sparsity)
-    return invalid(
-        "the context was created without count_sparsity; set it in ffnjit_context_options to "
-        "collect serving counters");
-  profile::Profile prof;
-  prof.fingerprint = fingerprint;
-  prof.source = "ffnjit runtime serving counters";
-  for (int i = 0; i < count; ++i) {
-    ffnjit_layer* l = layers[i];
-    if (Status s = l->ctx->device->make_current(); !s) return fail(s);
-    const int dff = l->shape.d_ff;
-    std::vector<uint64_t> tokens_by_active(size_t(dff) + 1), active(dff);
-    if (Status s = l->token_hist.download(tokens_by_active.data(), tokens_by_active.size() * 8); !s) return fail(s);
-    if (Status s = l->neuron_active.download(active.data(), active.size() * 8); !s) return fail(s);
-    profile::LayerProfile lp;
-    lp.index = i, lp.d_model = l->shape.d_model, lp.d_ff = dff, lp.gated = l->shape.gated;
-    lp.per_token = profile::from_dense(tokens_by_active.data(), tokens_by_active.size());
-    lp.tokens = lp.per_token.total();
-    lp.neuron_active = active;
-    lp.dead_neurons = profile::dead_neurons(active);
-    for (const auto& [tn, buf] : l->tile_hist) {
-      std::vector<uint64_t> h(size_t((dff + tn - 1) / tn) * (tn + 1));
-      if (Status s = buf.download(h.data(), h.size() * 8); !s) return fail(s);
-      lp.tilings.push_back(profile::tiling_from_dense(tn, dff, h.data()));
+  return guarded([&] {
+    if (!layers || count <= 0) return invalid("layers is empty; pass the registered layers in checkpoint order");
+    if (!path || !*path) return invalid("path is empty; name the profile file to write");
+    if (!fingerprint || !is_fingerprint(fingerprint))
+      return invalid(
+          "checkpoint_fingerprint must be the 64 lower-case hex digits `ffnjit tune` and `ffnjit profile` print");
+    // Every handle first, so that a bad one fails the call before anything is read.
+    for (int i = 0; i < count; ++i) {
+      if (Status s = check_layer(layers[i]); !s)
+        return invalid("layers[" + std::to_string(i) + "]: " + s.error().message);
+      if (layers[i]->ctx != layers[0]->ctx)
+        return invalid("layers[" + std::to_string(i) +
+                       "] belongs to another context than layers[0]; export the layers of each "
+                       "context separately");
     }
-    prof.layers.push_back(std::move(lp));
-  }
-  if (Status s = profile::write(path, prof); !s) return fail(s);
-  return ok();
+    if (!layers[0]->ctx->options.count_sparsity)
+      return invalid(
+          "the context was created without count_sparsity; set it in ffnjit_context_options to "
+          "collect serving counters");
+    profile::Profile prof;
+    prof.fingerprint = fingerprint;
+    prof.source = "ffnjit runtime serving counters";
+    for (int i = 0; i < count; ++i) {
+      const Layer& l = *layers[i]->layer;
+      if (Status s = layers[i]->ctx->device->make_current(); !s) return fail(s);
+      auto h = l.histograms();
+      if (!h) return fail(h.error());
+      const int dff = l.shape().d_ff;
+      profile::LayerProfile lp;
+      lp.index = i, lp.d_model = l.shape().d_model, lp.d_ff = dff, lp.gated = l.shape().gated;
+      lp.per_token = profile::from_dense(h->tokens_by_active.data(), h->tokens_by_active.size());
+      lp.tokens = lp.per_token.total();
+      lp.neuron_active = h->neuron_active;
+      lp.dead_neurons = profile::dead_neurons(h->neuron_active);
+      for (const auto& [tn, v] : h->tiles) lp.tilings.push_back(profile::tiling_from_dense(tn, dff, v.data()));
+      prof.layers.push_back(std::move(lp));
+    }
+    if (Status s = profile::write(path, prof); !s) return fail(s);
+    return ok();
+  });
 }
 
 }  // extern "C"

@@ -17,6 +17,7 @@ cache::BinaryRecord to_record(const CompiledKernel& k, const Source& src) {
   r.ptx = k.ptx;
   r.source = src.text;
   r.spec = src.spec.canonical();
+  r.templates_hash = templates_hash();  // what compile_key() hashed: lets the cache re-derive the key
   const auto& res = k.resources;
   r.resources = {{"registers", res.registers},
                  {"barriers", res.barriers},

@@ -30,7 +30,11 @@ Expected<Device> Device::open(int ordinal) {
   const int cc = i.cc_major * 10 + i.cc_minor;
   if (cc >= 90 && cc < 100) i.arch = "sm_90a";
   else if (cc == 89) i.arch = "sm_89";
-  else if (cc >= 80) i.arch = "sm_80";  // sm_86/87 run sm_80 cubins
+  else if (cc >= 80 && cc < 90) i.arch = "sm_80";  // sm_86/87 run sm_80 cubins
+  else if (cc >= 100)
+    return unsupported(i.name + " is sm_" + std::to_string(cc) +
+                       "; this ffnjit compiles cubins for sm_80, sm_89 and sm_90a only, which cannot load on "
+                       "compute capability 10 or later: use a dense library on this GPU");
   else
     return unsupported(i.name + " is sm_" + std::to_string(cc) + "; ffnjit needs sm_80 or later (bf16 tensor cores)");
   FFNJIT_TRY(d.make_current());
@@ -82,12 +86,14 @@ DeviceBuffer::~DeviceBuffer() {
   }
 }
 
-Status DeviceBuffer::upload(const void* host, size_t bytes, size_t offset) const {
+Status DeviceBuffer::upload(const void* src, size_t bytes, size_t offset) const {
   if (offset + bytes > size_) return internal_error("upload past the end of a device buffer");
   auto api = drv::api();
   FFNJIT_TRY(api);
   const drv::Api* cu = *api;
-  if (bytes) FFNJIT_CU(cuMemcpyHtoD(ptr_ + offset, host, bytes));
+  // cuMemcpy infers host or device from the pointer (unified addressing), so an
+  // engine's device weights are copied without a host round trip.
+  if (bytes) FFNJIT_CU(cuMemcpy(ptr_ + offset, CUdeviceptr(src), bytes));
   return {};
 }
 

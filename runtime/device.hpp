@@ -59,7 +59,8 @@ class DeviceBuffer {
   T* as() const {
     return reinterpret_cast<T*>(ptr_);
   }
-  Status upload(const void* host, size_t bytes, size_t offset = 0) const;
+  // Copies `bytes` from host or device memory (unified addressing infers which).
+  Status upload(const void* src, size_t bytes, size_t offset = 0) const;
   Status download(void* host, size_t bytes, size_t offset = 0) const;
   Status fill_bytes(unsigned char value) const;  // memset, complete on return
 

@@ -12,22 +12,33 @@ namespace {
 size_t align256(size_t x) { return (x + 255) & ~size_t(255); }
 
 struct Layout {
-  size_t counts = 0, entries = 0, overflow = 0, tickets = 0, partial = 0, gate_ws = 0, gate_out = 0, total = 0;
+  size_t counts = 0, entries = 0, overflow = 0, tickets = 0, heavy = 0, heavy_partial = 0, partial = 0, gate_ws = 0,
+         gate_out = 0, dense_u = 0, total = 0;
 };
 
+// Workspace pieces, 256-byte aligned: TwELL counts and entries; a 256-byte block with the
+// overflow counter (offset 0) and the forward's switch counters (offset 16); tickets;
+// the heavy-token list and partials; split partials; the GEMM gate's cuBLASLt workspace;
+// the gate values of one chunk (GEMM output, or the fused gates' spill); the dense
+// switch's up buffer.
 Layout layout(const SparseFfnConfig& cfg, int tokens) {
   const size_t m = size_t(tokens), nt = size_t(cfg.gate.n_tiles()), cap = size_t(cfg.gate.sparsity.capacity);
   const size_t dm = size_t(cfg.gate.layer.d_model), dff = size_t(cfg.gate.layer.d_ff);
+  const size_t chunk = std::min<size_t>(m, kGateGemmRows);
   Layout l;
   l.counts = 0;
   l.entries = align256(m * nt * 4);
   l.overflow = l.entries + align256(m * nt * cap * 4);
   l.tickets = l.overflow + 256;
-  l.partial = l.tickets + align256(m * 4);
+  l.heavy = l.tickets + align256(m * 4);
+  l.heavy_partial = l.heavy + (cfg.heavy_split() ? align256((1 + kHeavySlots) * 4) : 0);
+  l.partial = l.heavy_partial + (cfg.heavy_split() ? align256(size_t(cfg.heavy_splits) * kHeavySlots * dm * 4) : 0);
   const int splits = cfg.up_down.tile.splits;
-  l.gate_ws = l.partial + (!cfg.split_up_down() && splits > 1 ? align256(size_t(splits) * m * dm * 4) : 0);
-  l.gate_out = l.gate_ws + (cfg.gemm_gate() ? LtGemms::kWorkspace : 0);
-  l.total = l.gate_out + (cfg.gemm_gate() ? align256(std::min<size_t>(m, kGateGemmRows) * dff * 2) : 0);
+  l.gate_ws = l.partial + (!cfg.split_up_down() && splits > 1 ? align256(size_t(splits) * chunk * dm * 4) : 0);
+  const bool lt = cfg.gemm_gate();
+  l.gate_out = l.gate_ws + (lt ? LtGemms::kWorkspace : 0);
+  l.dense_u = l.gate_out + align256(chunk * dff * 2);
+  l.total = l.dense_u + (lt && cfg.switch_active > 0 && cfg.gate.layer.gated ? align256(chunk * dff * 2) : 0);
   return l;
 }
 
@@ -47,6 +58,8 @@ Status SparseFfnConfig::validate() const {
   for (const KernelSpec& s : kernel_specs()) FFNJIT_TRY(s.validate());
   if (!same_layer(gate, up_down) || !same_layer(gate, up))
     return internal_error("sparse config kernels disagree on layer or TwELL layout");
+  if (heavy_splits < 0 || heavy_splits > 16 || heavy_threshold < 0 || switch_active < 0)
+    return user_error("heavy_splits must be 0..16 and heavy_threshold, switch_active >= 0");
   return {};
 }
 
@@ -79,7 +92,16 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const 
   c.gate = default_spec(gate, layer, arch, b, sparsity);
   c.up = default_spec(Family::kUp, layer, arch, b, sparsity);
   c.up_down = default_spec(Family::kUpDown, layer, arch, b, sparsity);
+  set_default_launch(c, b);
   return c;
+}
+
+void set_default_launch(SparseFfnConfig& c, const BatchBucket& b) {
+  c.heavy_splits = c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 && c.up_down.arch == Arch::kSm90a
+                       ? kHeavySplits
+                       : 0;
+  c.heavy_threshold = std::max(64, c.gate.n_tiles() * c.gate.sparsity.capacity / kHeavyThresholdDivisor);
+  c.switch_active = c.gemm_gate() && b.min_tokens >= kSwitchMinTokens ? std::max(1, c.gate.layer.d_ff / kSwitchActiveDivisor) : 0;
 }
 
 size_t sparse_workspace_bytes(const SparseFfnConfig& cfg, int tokens) { return layout(cfg, tokens).total; }
@@ -114,65 +136,102 @@ Expected<SparseFfnKernels> resolve_kernels(KernelTable& kernels, const SparseFfn
 
 namespace {
 
-Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const Layout& l, const FfnDeviceWeights& w,
-                   CUdeviceptr x, int tokens, CUdeviceptr workspace, CUstream stream) {
-  auto api = drv::api();
-  FFNJIT_TRY(api);
-  const drv::Api* cu = *api;
-  CUdeviceptr overflow = w.overflow_counter;
-  if (!overflow) {
-    overflow = workspace + l.overflow;
-    FFNJIT_CU(cuMemsetD32Async(overflow, 0, 1, stream));
-  }
-  const CUdeviceptr gate_w = w.layer.gated ? w.w_gate : w.w_up;
+// The TwELL buffers of tokens [r0, ...) in the workspace.
+TwellBuffers twell_at(const SparseFfnConfig& cfg, const Layout& l, CUdeviceptr overflow, CUdeviceptr workspace, int r0) {
   const size_t nt = size_t(cfg.gate.n_tiles()), cap = size_t(cfg.gate.sparsity.capacity);
-  // The TwELL buffers from token r0 on.
-  auto twell = [&](int r0) {
-    return TwellBuffers{reinterpret_cast<u32*>(workspace + l.counts) + size_t(r0) * nt,
-                        reinterpret_cast<u32*>(workspace + l.entries) + size_t(r0) * nt * cap,
-                        reinterpret_cast<u32*>(overflow), reinterpret_cast<u32*>(workspace + l.tickets) + r0};
-  };
+  TwellBuffers tw{};
+  tw.counts = reinterpret_cast<u32*>(workspace + l.counts) + size_t(r0) * nt;
+  tw.entries = reinterpret_cast<u32*>(workspace + l.entries) + size_t(r0) * nt * cap;
+  tw.overflow = reinterpret_cast<u32*>(overflow);
+  tw.tickets = reinterpret_cast<u32*>(workspace + l.tickets) + r0;
+  tw.gate_spill = cfg.gemm_gate() ? nullptr : reinterpret_cast<u16*>(workspace + l.gate_out);
+  tw.heavy = cfg.heavy_split() ? reinterpret_cast<u32*>(workspace + l.heavy) : nullptr;
+  return tw;
+}
+
+CUdeviceptr overflow_ptr(const FfnDeviceWeights& w, const Layout& l, CUdeviceptr workspace) {
+  return w.overflow_counter ? w.overflow_counter : workspace + l.overflow;
+}
+
+Status launch_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const Layout& l, const FfnDeviceWeights& w,
+                   CUdeviceptr x, int r0, int rows, CUdeviceptr workspace, const SwitchDecision* decide,
+                   CUstream stream) {
+  const CUdeviceptr gate_w = w.layer.gated ? w.w_gate : w.w_up;
+  TwellBuffers tw = twell_at(cfg, l, overflow_ptr(w, l, workspace), workspace, r0);
+  const CUdeviceptr xr = x + size_t(r0) * cfg.gate.layer.d_model * 2;
   if (!cfg.gemm_gate()) {
     // Decode: gate_gemv prefetches the active neurons' up and down rows into L2 (a few
     // tokens' rows fit there; at more tokens the gathers are bandwidth-, not latency-bound).
-    const bool prefetch = cfg.gate.family == Family::kGateGemv && tokens <= kPrefetchRowsTokens;
-    GatePackParams gp{reinterpret_cast<const u16*>(x),
+    const bool prefetch = cfg.gate.family == Family::kGateGemv && rows <= kPrefetchRowsTokens;
+    // The spill is chunk-relative, like the token indices the kernels see.
+    GatePackParams gp{reinterpret_cast<const u16*>(xr),
                       reinterpret_cast<const u16*>(gate_w),
-                      twell(0),
-                      tokens,
+                      tw,
+                      rows,
                       reinterpret_cast<const u16*>(prefetch && w.layer.gated ? w.w_up : 0),
                       reinterpret_cast<const u16*>(prefetch ? w.w_down_t : 0)};
     // gate_pack with splits > 1: a cluster of CTAs per tile along x.
-    return launch(*k.gate, unsigned(cfg.gate.n_tiles() * cfg.gate.cluster_size()), ceil_div(tokens, cfg.gate.tile.bm),
+    return launch(*k.gate, unsigned(cfg.gate.n_tiles() * cfg.gate.cluster_size()), ceil_div(rows, cfg.gate.tile.bm),
                   &gp, stream);
   }
   if (!k.gemms) return internal_error("GEMM gate without resolved cuBLASLt plans");
   const int dm = cfg.gate.layer.d_model, dff = cfg.gate.layer.d_ff;
-  for (int r0 = 0; r0 < tokens; r0 += kGateGemmRows) {
-    const int rows = std::min(kGateGemmRows, tokens - r0);
-    FFNJIT_TRY(k.gemms->run(rows, dff, dm, true, x + size_t(r0) * dm * 2, gate_w, workspace + l.gate_out,
-                            workspace + l.gate_ws, stream));
-    PackParams pp{reinterpret_cast<const u16*>(workspace + l.gate_out), twell(r0), rows};
-    FFNJIT_TRY(launch_dependent(*k.gate, unsigned(rows), 1, &pp, stream));
+  FFNJIT_TRY(k.gemms->run(rows, dff, dm, true, xr, gate_w, workspace + l.gate_out, workspace + l.gate_ws, stream));
+  if (decide) {
+    tw.forward_stats = reinterpret_cast<u32*>(workspace + l.overflow) + 4;
+    tw.switch_handle = decide->handle, tw.switch_limit = decide->limit;
   }
-  return {};
+  PackParams pp{reinterpret_cast<const u16*>(workspace + l.gate_out), tw, rows};
+  return launch_dependent(*k.gate, unsigned(rows), 1, &pp, stream);
 }
 
 Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const Layout& l,
-                      const FfnDeviceWeights& w, CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace,
-                      CUstream stream) {
-  UpDownParams up{reinterpret_cast<const u16*>(x),
+                      const FfnDeviceWeights& w, CUdeviceptr x, CUdeviceptr out, int r0, int rows,
+                      CUdeviceptr workspace, CUstream stream) {
+  const size_t nt = size_t(cfg.gate.n_tiles()), cap = size_t(cfg.gate.sparsity.capacity);
+  const size_t dm = size_t(cfg.gate.layer.d_model);
+  UpDownParams up{reinterpret_cast<const u16*>(x + size_t(r0) * dm * 2),
                   reinterpret_cast<const u16*>(w.layer.gated ? w.w_gate : w.w_up),
                   reinterpret_cast<const u16*>(w.w_up),
                   reinterpret_cast<const u16*>(w.w_down_t),
-                  reinterpret_cast<const u32*>(workspace + l.counts),
-                  reinterpret_cast<u32*>(workspace + l.entries),
-                  reinterpret_cast<u16*>(out),
+                  reinterpret_cast<const u32*>(workspace + l.counts) + size_t(r0) * nt,
+                  reinterpret_cast<u32*>(workspace + l.entries) + size_t(r0) * nt * cap,
+                  reinterpret_cast<u16*>(out + size_t(r0) * dm * 2),
                   reinterpret_cast<float*>(workspace + l.partial),
-                  reinterpret_cast<u32*>(workspace + l.tickets),
-                  tokens};
-  if (k.up) FFNJIT_TRY(launch_dependent(*k.up, unsigned(tokens), unsigned(cfg.up.tile.splits), &up, stream));
-  return launch_dependent(*k.up_down, unsigned(tokens), unsigned(cfg.up_down.tile.splits), &up, stream);
+                  reinterpret_cast<u32*>(workspace + l.tickets) + r0,
+                  rows,
+                  reinterpret_cast<const u16*>(workspace + l.gate_out),
+                  cfg.heavy_split() ? reinterpret_cast<u32*>(workspace + l.heavy) : nullptr,
+                  reinterpret_cast<float*>(workspace + l.heavy_partial),
+                  cfg.heavy_split() ? cfg.heavy_splits : 0,
+                  cfg.heavy_threshold,
+                  0};
+  if (k.up) FFNJIT_TRY(launch_dependent(*k.up, unsigned(rows), unsigned(cfg.up.tile.splits), &up, stream));
+  FFNJIT_TRY(launch_dependent(*k.up_down, unsigned(rows), unsigned(cfg.up_down.tile.splits), &up, stream));
+  if (!cfg.heavy_split()) return {};
+  // The heavy tokens the first pass listed, each split over heavy_splits CTAs.
+  up.heavy_pass = 1;
+  return launch_dependent(*k.up_down, unsigned(kHeavySlots), unsigned(cfg.heavy_splits), &up, stream);
+}
+
+// Tokens [r0, r0 + rows) of each chunk.
+template <class F>
+Status for_chunks(int tokens, F&& f) {
+  for (int r0 = 0; r0 < tokens; r0 += kGateGemmRows) FFNJIT_TRY(f(r0, std::min(kGateGemmRows, tokens - r0)));
+  return {};
+}
+
+Status begin(const SparseFfnConfig& cfg, const Layout& l, const FfnDeviceWeights& w, CUdeviceptr workspace,
+             bool switched, CUstream stream) {
+  auto api = drv::api();
+  FFNJIT_TRY(api);
+  const drv::Api* cu = *api;
+  (void)cfg;
+  // Without a layer counter the forward counts its overflow in the workspace; the
+  // switch's counters (after the overflow word) start at zero.
+  if (!w.overflow_counter) FFNJIT_CU(cuMemsetD32Async(workspace + l.overflow, 0, 1, stream));
+  if (switched) FFNJIT_CU(cuMemsetD32Async(workspace + l.overflow + 16, 0, 3, stream));
+  return {};
 }
 
 }  // namespace
@@ -181,29 +240,85 @@ Status sparse_ffn_forward(const SparseFfnKernels& k, const SparseFfnConfig& cfg,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
   if (tokens == 0) return {};
   const Layout l = layout(cfg, tokens);
-  FFNJIT_TRY(launch_gate(k, cfg, l, w, x, tokens, workspace, stream));
-  return launch_up_down(k, cfg, l, w, x, out, tokens, workspace, stream);
+  FFNJIT_TRY(begin(cfg, l, w, workspace, false, stream));
+  return for_chunks(tokens, [&](int r0, int rows) -> Status {
+    FFNJIT_TRY(launch_gate(k, cfg, l, w, x, r0, rows, workspace, nullptr, stream));
+    return launch_up_down(k, cfg, l, w, x, out, r0, rows, workspace, stream);
+  });
+}
+
+Status sparse_ffn_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                       CUdeviceptr x, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  const Layout l = layout(cfg, tokens);
+  FFNJIT_TRY(begin(cfg, l, w, workspace, false, stream));
+  return for_chunks(tokens, [&](int r0, int rows) {
+    return launch_gate(k, cfg, l, w, x, r0, rows, workspace, nullptr, stream);
+  });
+}
+
+Status sparse_ffn_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+  if (tokens == 0) return {};
+  const Layout l = layout(cfg, tokens);
+  return for_chunks(tokens, [&](int r0, int rows) {
+    return launch_up_down(k, cfg, l, w, x, out, r0, rows, workspace, stream);
+  });
+}
+
+Status sparse_forward_begin(const SparseFfnConfig& cfg, const FfnDeviceWeights& w, int tokens, CUdeviceptr workspace,
+                            bool switched, CUstream stream) {
+  return begin(cfg, layout(cfg, tokens), w, workspace, switched, stream);
+}
+
+Status sparse_gate_chunk(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                         CUdeviceptr x, int tokens, int r0, int rows, CUdeviceptr workspace,
+                         const SwitchDecision* decide, CUstream stream) {
+  return launch_gate(k, cfg, layout(cfg, tokens), w, x, r0, rows, workspace, decide, stream);
+}
+
+Status sparse_up_down_chunk(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                            CUdeviceptr x, CUdeviceptr out, int tokens, int r0, int rows, CUdeviceptr workspace,
+                            CUstream stream) {
+  return launch_up_down(k, cfg, layout(cfg, tokens), w, x, out, r0, rows, workspace, stream);
+}
+
+Status dense_up_down_chunk(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                           CUdeviceptr wd, const LoadedKernel& act, CUdeviceptr x, CUdeviceptr out, int tokens, int r0,
+                           int rows, CUdeviceptr workspace, CUstream stream) {
+  if (!k.gemms || !cfg.gemm_gate()) return internal_error("the dense switch needs the GEMM gate's output");
+  const Layout l = layout(cfg, tokens);
+  const int dm = cfg.gate.layer.d_model, dff = cfg.gate.layer.d_ff;
+  const CUdeviceptr xr = x + size_t(r0) * dm * 2, outr = out + size_t(r0) * dm * 2;
+  const CUdeviceptr g = workspace + l.gate_out, ws = workspace + l.gate_ws;
+  CUdeviceptr h = g;  // non-gated: the GEMM gate's ReLU output is h
+  if (cfg.gate.layer.gated) {
+    h = workspace + l.dense_u;
+    FFNJIT_TRY(k.gemms->run(rows, dff, dm, false, xr, w.w_up, h, ws, stream));
+    DenseActParams p{reinterpret_cast<const u16*>(g), reinterpret_cast<u16*>(h), rows,
+                     reinterpret_cast<const u16*>(h)};
+    const long long vecs = (long long)rows * dff / 8;
+    FFNJIT_TRY(launch(act, unsigned(std::min<long long>((vecs + 255) / 256, 132LL * 16)), 1, &p, stream));
+  }
+  return k.gemms->run(rows, dm, dff, false, h, wd, outr, ws, stream);
 }
 
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                        int tokens, CUdeviceptr workspace, CUstream stream) {
-  if (tokens == 0) return {};
   auto k = resolve_kernels(kernels, cfg);
   FFNJIT_TRY(k);
-  return launch_gate(*k, cfg, layout(cfg, tokens), w, x, tokens, workspace, stream);
+  return sparse_ffn_gate(*k, cfg, w, x, tokens, workspace, stream);
 }
 
 Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                           CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
-  if (tokens == 0) return {};
   auto k = resolve_kernels(kernels, cfg);
   FFNJIT_TRY(k);
-  return launch_up_down(*k, cfg, layout(cfg, tokens), w, x, out, tokens, workspace, stream);
+  return sparse_ffn_up_down(*k, cfg, w, x, out, tokens, workspace, stream);
 }
 
 Status sparse_ffn_forward(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
                           CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
-  if (tokens == 0) return {};
   auto k = resolve_kernels(kernels, cfg);
   FFNJIT_TRY(k);
   return sparse_ffn_forward(*k, cfg, w, x, out, tokens, workspace, stream);

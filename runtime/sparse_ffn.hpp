@@ -31,17 +31,41 @@ struct SparseFfnConfig {
   KernelSpec gate;     // gate_pack, or pack behind a cuBLASLt GEMM with ReLU (docs/kernels.md)
   KernelSpec up;       // up: runs before a down kernel on gated layers; unused otherwise
   KernelSpec up_down;  // up_down (fused), or down
+  // Launch parameters, not part of any kernel's code (docs/kernels.md):
+  // - heavy_splits > 1: the fused up_down with one CTA per token hands tokens with more
+  //   than heavy_threshold active neurons to a second pass that splits each over
+  //   heavy_splits CTAs (heavy_split());
+  // - switch_active > 0: the device-side dense switch: under a CUDA graph, a forward
+  //   (chunk) whose active (token, neuron) pairs exceed switch_active x tokens runs the
+  //   dense up/down instead of the sparse one (the gate's counts decide; no host sync).
+  int heavy_splits = 0, heavy_threshold = 0;
+  int switch_active = 0;
   Status validate() const;
   bool gemm_gate() const { return gate.family == Family::kPack; }
   bool split_up_down() const { return up_down.family == Family::kDown; }
+  bool heavy_split() const {
+    return heavy_splits > 1 && up_down.family == Family::kUpDown && up_down.tile.splits == 1 &&
+           up_down.arch == Arch::kSm90a;
+  }
   // The generated kernels a forward launches, in order.
   std::vector<KernelSpec> kernel_specs() const;
   // The pipeline for logs: "cuBLASLt GEMM + <kernel> + ..." in launch order.
   std::string describe() const;
 };
 
-// Rows of the gate GEMM per launch: bounds the workspace its output needs.
+// Tokens per chunk of a forward: the gate and up/down run chunk by chunk, so the gate
+// values kept for tiles over capacity (and the GEMM gate's output) need this many rows.
 inline constexpr int kGateGemmRows = 8192;
+// Heavy-token split defaults: CTAs per heavy token, and the threshold as a fraction of
+// a token's stored capacity (n_tiles x capacity / kHeavyThresholdDivisor, at least 64).
+inline constexpr int kHeavySplits = 8;
+inline constexpr int kHeavyThresholdDivisor = 4;
+// Default dense switch: break-even active neurons per token ~ d_ff x (gather bandwidth /
+// tensor-core rate) ~ d_ff / 100 (8 KB of rows per pair at ~6 TB/s against 4 d_model
+// d_ff FLOP per token at ~600 TFLOP/s; H100/H200); the tuner measures it per layer.
+inline constexpr int kSwitchActiveDivisor = 100;
+// Buckets from this many tokens get the dense switch by default.
+inline constexpr int kSwitchMinTokens = 65;
 // Up to this many tokens gate_gemv (column blocks of bm <= 16) prefetches the active
 // neurons' Wu and WdT rows into L2 for the up/down kernel behind it (docs/kernels.md):
 // on H100 it helped at 1 token (1.88 -> 1.94x at k = 29, 1.43 -> 1.47x at k = 282) and
@@ -52,6 +76,8 @@ inline constexpr int kPrefetchRowsTokens = 1;
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int tokens, const Sparsity& sparsity = {});
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
                                       const Sparsity& sparsity = {});
+// The default launch parameters (heavy split, dense switch) for the config's kernels.
+void set_default_launch(SparseFfnConfig& c, const BatchBucket& bucket);
 
 // Workspace for `tokens` tokens: TwELL counts and entries, the overflow counter, the
 // per-token tickets and split partials, and the GEMM gate's output and cuBLASLt
@@ -86,10 +112,37 @@ struct TwellView {
 };
 TwellView twell_in_workspace(const SparseFfnConfig& cfg, int tokens, CUdeviceptr workspace);
 
+// The pieces of a forward, for the dense switch (runtime/layer.cpp), which puts a
+// conditional graph node between each chunk's gate and its up/down:
+// begin zeroes what a forward accumulates; gate_chunk and up_down_chunk run tokens
+// [r0, r0 + rows) (rows <= kGateGemmRows). With `decide`, the chunk's gate (its last CTA)
+// sets the conditional `handle` to 1 when its active pairs exceed `limit`.
+struct SwitchDecision {
+  unsigned long long handle = 0;
+  unsigned limit = 0;
+};
+Status sparse_forward_begin(const SparseFfnConfig& cfg, const FfnDeviceWeights& w, int tokens, CUdeviceptr workspace,
+                            bool switched, CUstream stream);
+Status sparse_gate_chunk(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                         CUdeviceptr x, int tokens, int r0, int rows, CUdeviceptr workspace,
+                         const SwitchDecision* decide, CUstream stream);
+Status sparse_up_down_chunk(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                            CUdeviceptr x, CUdeviceptr out, int tokens, int r0, int rows, CUdeviceptr workspace,
+                            CUstream stream);
+// The dense up/down of a chunk whose gate was the GEMM gate (its ReLU output is kept):
+// U = x Wu^T, H = G * U, out = H Wd^T on cuBLASLt (wd: Wd [d_model][d_ff]).
+Status dense_up_down_chunk(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                           CUdeviceptr wd, const LoadedKernel& act, CUdeviceptr x, CUdeviceptr out, int tokens, int r0,
+                           int rows, CUdeviceptr workspace, CUstream stream);
+
 // The two halves of sparse_ffn_forward, for benchmarks that time them separately:
 // the gate (writes the TwELL workspace) and up/down (or up + down) reading it.
 Status sparse_ffn_gate(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                        int tokens, CUdeviceptr workspace, CUstream stream);
+Status sparse_ffn_gate(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                       CUdeviceptr x, int tokens, CUdeviceptr workspace, CUstream stream);
+Status sparse_ffn_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, const FfnDeviceWeights& w,
+                          CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
 Status sparse_ffn_up_down(KernelTable& kernels, const SparseFfnConfig& cfg, const FfnDeviceWeights& w, CUdeviceptr x,
                           CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
 

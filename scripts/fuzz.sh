@@ -15,9 +15,9 @@ for tool in clang-14 clang++-14; do
 done
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DFFNJIT_FUZZ=ON -DFFNJIT_BUILD_TESTS=OFF -DFFNJIT_WERROR=ON >/dev/null
-cmake --build build-fuzz -j "${FUZZ_JOBS:-$(nproc)}" --target fuzz_safetensors fuzz_profile
+cmake --build build-fuzz -j "${FUZZ_JOBS:-$(nproc)}" --target fuzz_safetensors fuzz_profile fuzz_cache_import
 mkdir -p build-fuzz/artifacts
-for t in safetensors profile; do
+for t in safetensors profile cache_import; do
   work=build-fuzz/corpus/$t
   mkdir -p "$work"
   cp -n fuzz/corpus/$t/* "$work"/ 2>/dev/null || true

@@ -13,4 +13,7 @@ for t in build/tests/test_gpu_*; do
   [ -x "$t" ] && [ ! -e ".device-carry/$(basename "$t")" ] && strip -o ".device-carry/$(basename "$t")" "$t"
 done
 strip --strip-unneeded -o .device-carry/libffnjit.so build/runtime/libffnjit.so
+# Programs linked against it load it by its soname (libffnjit.so.0.MINOR).
+soname=$(readelf -d build/runtime/libffnjit.so | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+cp .device-carry/libffnjit.so ".device-carry/$soname"
 du -sh .device-carry

@@ -13,6 +13,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [ ! -x /usr/local/cuda/bin/nvcc ] && [ ! -e /usr/local/cuda/include/nvrtc.h ]; then
-  echo "install-deps: the CUDA toolkit (>= 12) is missing from /usr/local/cuda" >&2
+  echo "install-deps: the CUDA 13 toolkit is missing from /usr/local/cuda" >&2
   exit 1
 fi

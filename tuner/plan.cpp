@@ -1,9 +1,12 @@
-// Tuning plans: one entry per (layer class, batch bucket).
+// Tuning plans: one entry per (layer or layer shard, batch bucket).
 #include "tuner/plan.hpp"
 
-#include <map>
+#include <algorithm>
 
+#include "model/profiler.hpp"
 #include "model/specialize.hpp"
+#include "runtime/buckets.hpp"
+#include "runtime/identity.hpp"
 #include "support/strings.hpp"
 
 namespace ffnjit {
@@ -46,46 +49,95 @@ std::string format_bucket(const BatchBucket& b) {
   return std::to_string(b.min_tokens) + "-" + std::to_string(b.max_tokens);
 }
 
+std::string format_buckets(const std::vector<BatchBucket>& buckets) {
+  std::string s;
+  for (const auto& b : buckets) s += (s.empty() ? "" : ",") + format_bucket(b);
+  return s;
+}
+
+Status check_servable(const std::vector<BatchBucket>& buckets) {
+  const auto& rt = default_buckets();
+  auto starts = [&](int t) {
+    for (const auto& r : rt)
+      if (r.min_tokens == t) return true;
+    return false;
+  };
+  auto ends = [&](int t) {
+    for (const auto& r : rt)
+      if (r.max_tokens == t) return true;
+    return false;
+  };
+  for (const auto& b : buckets)
+    if (!starts(b.min_tokens) || !ends(b.max_tokens))
+      return user_error("bucket " + format_bucket(b) +
+                        " splits a bucket of the runtime's table " + format_buckets(rt) +
+                        ", so no record tuned for it could be served; use buckets made of whole runtime buckets "
+                        "(e.g. 1-4 or 17-256)");
+  return {};
+}
+
 int measure_tokens(const BatchBucket& b) { return b.max_tokens >= (1 << 30) ? 8192 : b.max_tokens; }
 
+std::string PlanEntry::label() const {
+  std::string s = "layer " + std::to_string(layer_index);
+  if (tp_size > 1) s += " tp" + std::to_string(tp_size) + "." + std::to_string(tp_rank);
+  return s;
+}
+
+namespace {
+
+// The capacity a shard's tiles [first, first + n) need, from each tile's own 99.9th
+// percentile (an upper bound of the shard's aggregate one), aligned as the rule says.
+int shard_capacity(const profile::Tiling& t, int first, int n, const model::CapacityRule& rule) {
+  uint32_t q = 1;
+  for (int i = first; i < first + n && i < int(t.tile_p999.size()); ++i) q = std::max(q, t.tile_p999[i]);
+  const int rounded = int((q + rule.align - 1) / rule.align * rule.align);
+  return std::clamp(rounded, 1, t.tile_n);
+}
+
+}  // namespace
+
 Expected<Plan> make_plan(const model::ModelInfo& info, const std::vector<BatchBucket>& buckets,
-                         const profile::Profile* profile) {
+                         const profile::Profile* profile, int tp_size) {
+  FFNJIT_TRY(check_servable(buckets));
+  if (tp_size < 1 || tp_size > kMaxTensorParallel)
+    return user_error("--tensor-parallel " + std::to_string(tp_size) + " is not 1.." +
+                      std::to_string(kMaxTensorParallel));
+  if (profile) FFNJIT_TRY(model::check_profile(*profile, info));
   Plan plan;
   plan.fingerprint = info.fingerprint;
-  // Group layers by (signature, capacity).
-  struct Group {
-    LayerShape layer;
-    Sparsity sparsity;
-    std::vector<int> layers;
-  };
-  std::map<std::string, Group> groups;
   for (const auto& L : info.layers) {
-    LayerShape shape{L.d_model, L.d_ff, L.gated, DType::kBF16};
-    std::string sig = shape_signature(shape);
-    Sparsity sp;
-    if (profile) {
-      const profile::LayerProfile* lp = nullptr;
-      for (const auto& p : profile->layers)
-        if (p.index == L.index) lp = &p;
-      if (!lp)
-        return user_error("the profile has no layer " + std::to_string(L.index) +
-                          "; profile the same checkpoint with `ffnjit profile`");
-      auto cap = model::choose_capacity(*lp, sp.tile_n);
-      FFNJIT_TRY(cap);
-      sp.capacity = cap->capacity;
-      sig += ":tn" + std::to_string(sp.tile_n) + "c" + std::to_string(sp.capacity);
+    if (L.d_ff % (8 * tp_size))
+      return user_error("layer " + std::to_string(L.index) + " has d_ff=" + std::to_string(L.d_ff) +
+                        ", which does not split into " + std::to_string(tp_size) +
+                        " tensor-parallel shards of a multiple of 8 neurons");
+    const int shard_ff = L.d_ff / tp_size;
+    const profile::LayerProfile* lp = profile ? profile->layer(L.index) : nullptr;
+    if (profile && !lp)
+      return user_error("the profile has no layer " + std::to_string(L.index) +
+                        "; profile the same checkpoint with `ffnjit profile`");
+    for (int rank = 0; rank < tp_size; ++rank) {
+      Sparsity sp;
+      if (lp) {
+        auto cap = model::choose_capacity(*lp, sp.tile_n);
+        FFNJIT_TRY(cap);
+        sp.capacity = cap->capacity;
+        // A shard on tile boundaries has its own tiles' statistics in the profile.
+        const profile::Tiling* t = lp->tiling(sp.tile_n);
+        if (tp_size > 1 && t && shard_ff % sp.tile_n == 0)
+          sp.capacity = shard_capacity(*t, rank * shard_ff / sp.tile_n, shard_ff / sp.tile_n, model::CapacityRule{});
+      }
+      const LayerId id{info.fingerprint, L.index, tp_size, rank};
+      for (const auto& b : buckets) {
+        PlanEntry e;
+        e.signature = format_layer_id(id);
+        e.layer = LayerShape{L.d_model, shard_ff, L.gated, DType::kBF16};
+        e.sparsity = sp, e.bucket = b, e.tokens = measure_tokens(b);
+        e.layer_index = L.index, e.tp_size = tp_size, e.tp_rank = rank;
+        plan.entries.push_back(e);
+      }
     }
-    auto& g = groups[sig];
-    g.layer = shape, g.sparsity = sp;
-    g.layers.push_back(L.index);
   }
-  for (const auto& [sig, g] : groups)
-    for (const auto& b : buckets) {
-      PlanEntry e;
-      e.signature = sig, e.layer = g.layer, e.sparsity = g.sparsity, e.bucket = b;
-      e.tokens = measure_tokens(b), e.representative = g.layers.front(), e.layers = g.layers;
-      plan.entries.push_back(e);
-    }
   return plan;
 }
 

@@ -16,7 +16,10 @@ void add_unique(std::vector<KernelSpec>& out, std::set<std::string>& seen, const
 
 std::vector<Sparsity> format_candidates(const Sparsity& planned, const BatchBucket& bucket, bool from_profile) {
   std::vector<Sparsity> out = {planned};
-  if (from_profile) return out;  // the profile fixed the capacity for the planned width
+  const Sparsity untuned{};
+  // The runtime's untuned format stays in every search, so the default config is always a candidate.
+  if (planned.tile_n != untuned.tile_n || planned.capacity != untuned.capacity) out.push_back(untuned);
+  if (from_profile) return out;  // the profile chose the capacity for the planned width
   if (bucket.max_tokens <= 64) out.push_back({64, 15});
   if (bucket.max_tokens >= 1024) out.push_back({256, 63});
   return out;
@@ -122,8 +125,9 @@ const char* stage_name(SearchStage s) {
   return "?";
 }
 
-Status run_stage(KernelTable& kernels, const SparseFfnConfig& cfg, SearchStage stage, const FfnDeviceWeights& w,
-                 CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream) {
+Status run_stage(const SparseFfnKernels& kernels, const SparseFfnConfig& cfg, SearchStage stage,
+                 const FfnDeviceWeights& w, CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace,
+                 CUstream stream) {
   if (stage == SearchStage::kGate) return sparse_ffn_gate(kernels, cfg, w, x, tokens, workspace, stream);
   if (stage == SearchStage::kUpDown) return sparse_ffn_up_down(kernels, cfg, w, x, out, tokens, workspace, stream);
   return sparse_ffn_forward(kernels, cfg, w, x, out, tokens, workspace, stream);
@@ -132,26 +136,38 @@ Status run_stage(KernelTable& kernels, const SparseFfnConfig& cfg, SearchStage s
 SearchResult search_sparse(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
                            const std::vector<Sparsity>& formats,
                            const std::function<Expected<Timing>(const SparseFfnConfig&, SearchStage)>& time) {
-  SearchResult r{default_sparse_config(layer, arch, bucket), INFINITY};
+  SearchResult r;
+  auto timed_forward = [&](const SparseFfnConfig& cfg) {
+    for (const auto& [c, us] : r.forwards)
+      if (c.kernel_specs().size() == cfg.kernel_specs().size() && c.describe() == cfg.describe()) return;
+    auto t = time(cfg, SearchStage::kForward);
+    if (t) r.forwards.push_back({cfg, t->median_us});
+  };
   for (const auto& f : formats) {
     const auto gates = gate_candidates(layer, arch, bucket, f);
     const auto ups = up_down_candidates(layer, arch, bucket, f);
-    KernelSpec best_gate = gates[0];
-    double best_gate_us = INFINITY;
+    // Gates alone behind the default up/down; the best few go on to full forwards,
+    // since a gate's own time misses what it does for the kernel behind it (gate_gemv
+    // prefetches the up/down rows into L2 at decode).
+    std::vector<std::pair<double, KernelSpec>> gate_times;
     for (const auto& g : gates) {
       auto t = time(make_pipeline(g, ups[0]), SearchStage::kGate);
-      if (t && t->median_us < best_gate_us) best_gate_us = t->median_us, best_gate = g;
+      if (t) gate_times.push_back({t->median_us, g});
     }
+    std::stable_sort(gate_times.begin(), gate_times.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    if (gate_times.empty()) continue;
     KernelSpec best_ud = ups[0];
     double best_ud_us = INFINITY;
     for (const auto& u : ups) {
-      auto t = time(make_pipeline(best_gate, u), SearchStage::kUpDown);
+      auto t = time(make_pipeline(gate_times[0].second, u), SearchStage::kUpDown);
       if (t && t->median_us < best_ud_us) best_ud_us = t->median_us, best_ud = u;
     }
-    const SparseFfnConfig cfg = make_pipeline(best_gate, best_ud);
-    auto t = time(cfg, SearchStage::kForward);
-    if (t && t->median_us < r.best_us) r.best_us = t->median_us, r.best = cfg;
+    for (size_t i = 0; i < gate_times.size() && i < kForwardGates; ++i)
+      timed_forward(make_pipeline(gate_times[i].second, best_ud));
+    timed_forward(default_sparse_config(layer, arch, bucket, f));
   }
+  std::stable_sort(r.forwards.begin(), r.forwards.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
   return r;
 }
 

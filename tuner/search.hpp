@@ -28,17 +28,19 @@ SparseFfnConfig make_pipeline(const KernelSpec& gate, const KernelSpec& up_down)
 enum class SearchStage { kGate, kUpDown, kForward };
 const char* stage_name(SearchStage s);  // "gate", "up_down", "forward"
 // Enqueues that stage of `cfg` (what a search times).
-Status run_stage(KernelTable& kernels, const SparseFfnConfig& cfg, SearchStage stage, const FfnDeviceWeights& w,
-                 CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace, CUstream stream);
+Status run_stage(const SparseFfnKernels& kernels, const SparseFfnConfig& cfg, SearchStage stage,
+                 const FfnDeviceWeights& w, CUdeviceptr x, CUdeviceptr out, int tokens, CUdeviceptr workspace,
+                 CUstream stream);
 
 // The sparse search of `ffnjit tune` (and `ffnjit bench --tuned`) for one layer and
 // bucket, per format: gate candidates timed alone behind the default up/down, up/down
-// candidates behind the best gate, then that pair's full forward. `time` checks a
-// config's output and times the stage; an error rejects the candidate. Returns the
-// fastest full forward (best_us stays infinite when none ran).
+// candidates behind the best gate, then full forwards of the best kForwardGates gates
+// with that up/down and of the format's default config. `time` checks a config's
+// output and times the stage; an error rejects the candidate. Returns every full
+// forward timed, fastest first (empty when none ran).
+inline constexpr size_t kForwardGates = 3;
 struct SearchResult {
-  SparseFfnConfig best;
-  double best_us;
+  std::vector<std::pair<SparseFfnConfig, double>> forwards;  // (config, median us), fastest first
 };
 SearchResult search_sparse(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
                            const std::vector<Sparsity>& formats,

@@ -1,5 +1,7 @@
-// `ffnjit tune`: plan -> compile candidates in parallel -> time them on the GPU with
-// a correctness gate -> store binaries and winners in the cache. Each finished entry
+// `ffnjit tune`: sources (checkpoint, profile, captured inputs) -> plan (per layer and
+// bucket) -> per layer: compile candidates in parallel, time them on the layer's own
+// inputs through runtime::Layer with a correctness gate, re-time the finalists on
+// held-out inputs -> store binaries and winners -> shape records. Each finished entry
 // is committed at once, so an interrupted run resumes where it stopped.
 #include "tuner/tune.hpp"
 
@@ -28,9 +30,13 @@
 #include "runtime/choice.hpp"
 #include "runtime/dense_ffn.hpp"
 #include "runtime/device_weights.hpp"
+#include "runtime/identity.hpp"
+#include "runtime/layer.hpp"
 #include "support/bf16.hpp"
+#include "tuner/candidate.hpp"
 #include "tuner/plan.hpp"
 #include "tuner/search.hpp"
+#include "tuner/select.hpp"
 
 namespace ffnjit {
 namespace {
@@ -98,67 +104,6 @@ class CompilePool {
   bool stop_ = false;
 };
 
-// Everything one entry's measurement needs on the GPU.
-struct Bench {
-  Device* dev;
-  KernelTable* kernels;
-  CUstream stream;
-  const DeviceWeights* w;
-  int tokens;
-  DeviceBuffer x, out, ws;
-  std::vector<int> check_tokens;
-  std::vector<double> ref;  // [check_tokens][d_model]
-  int d_model;
-};
-
-double rel_error(const Bench& b, const std::vector<uint16_t>& rows) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < b.ref.size(); ++i) {
-    const double got = bf16_to_float(rows[i]), want = b.ref[i];
-    if (!std::isfinite(got)) return INFINITY;
-    num += (got - want) * (got - want), den += want * want;
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-// Output rows of the checked tokens.
-Expected<std::vector<uint16_t>> checked_rows(const Bench& b) {
-  std::vector<uint16_t> rows(b.check_tokens.size() * b.d_model);
-  for (size_t i = 0; i < b.check_tokens.size(); ++i)
-    FFNJIT_TRY(b.out.download(rows.data() + i * b.d_model, size_t(b.d_model) * 2,
-                              size_t(b.check_tokens[i]) * b.d_model * 2));
-  return rows;
-}
-
-Status ensure_workspace(Bench& b, size_t bytes) {
-  if (b.ws.size() >= bytes) return {};
-  auto ws = DeviceBuffer::alloc(bytes);
-  FFNJIT_TRY(ws);
-  b.ws = std::move(*ws);
-  return {};
-}
-
-// Runs a full sparse forward once and checks it against the reference.
-Status check_sparse(Bench& b, const SparseFfnConfig& cfg) {
-  FFNJIT_TRY(ensure_workspace(b, sparse_workspace_bytes(cfg, b.tokens)));
-  FFNJIT_TRY(b.out.fill_bytes(0x7f));
-  FFNJIT_TRY(sparse_ffn_forward(*b.kernels, cfg, b.w->sparse(), b.x.ptr(), b.out.ptr(), b.tokens, b.ws.ptr(), b.stream));
-  const drv::Api* cu = b.dev->api();
-  FFNJIT_CU(cuStreamSynchronize(b.stream));
-  auto rows = checked_rows(b);
-  FFNJIT_TRY(rows);
-  const double e = rel_error(b, *rows);
-  if (!(e <= 1e-2)) return internal_error("output differs from the fp64 reference (relative error " + std::to_string(e) + ")");
-  return {};
-}
-
-struct EntryOutcome {
-  Choice winner;
-  double winner_us = 0, dense_us = 0;
-  nlohmann::json candidates = nlohmann::json::array();
-  int tried = 0, rejected = 0;
-};
-
 // Loads a compiled spec into the table, waiting for its compile; errors name the kernel.
 Status load(KernelTable& table, CompilePool& pool, const KernelSpec& spec, cache::Cache& cache) {
   auto c = pool.submit(spec).get();
@@ -171,70 +116,144 @@ Status load(KernelTable& table, CompilePool& pool, const KernelSpec& spec, cache
   return {};
 }
 
-Expected<EntryOutcome> tune_entry(Bench& b, CompilePool& pool, cache::Cache& cache, const PlanEntry& e, Arch arch,
-                                  bool from_profile, DenseFfn& dense, const MeasureOptions& mo) {
-  EntryOutcome r;
-  auto record = [&](const std::string& stage, const Choice& c, const Expected<Timing>& t) {
-    nlohmann::json j = {{"stage", stage}, {"config", choice_to_json(c)}};
-    if (t) j["us"] = t->median_us, j["spread"] = t->spread;
-    else j["error"] = t.error().message;
-    r.candidates.push_back(j);
-    ++r.tried;
-    r.rejected += !t;
-  };
-  // Queue every compile up front: the pool works while the GPU measures.
-  const auto formats = format_candidates(e.sparsity, e.bucket, from_profile);
-  for (const auto& f : formats) {
-    for (const auto& s : gate_candidates(e.layer, arch, e.bucket, f)) pool.submit(s);
-    for (const auto& s : up_down_candidates(e.layer, arch, e.bucket, f))
-      for (const auto& k : make_pipeline(gate_candidates(e.layer, arch, e.bucket, f)[0], s).kernel_specs()) pool.submit(k);
+// Owns a stream on every exit path.
+struct StreamGuard {
+  const drv::Api* cu = nullptr;
+  CUstream stream = nullptr;
+  ~StreamGuard() {
+    if (stream) cu->cuStreamDestroy(stream);
   }
-  // Dense baseline, checked like any candidate.
-  FFNJIT_TRY(ensure_workspace(b, dense.workspace_bytes(b.tokens)));
-  auto run_dense = [&](CUstream s) { return dense.forward(b.w->dense(), b.x.ptr(), b.out.ptr(), b.tokens, b.ws.ptr(), s); };
-  auto td = measure_graph(*b.dev, b.stream, run_dense, mo);
-  FFNJIT_TRY(td);
-  {
-    auto rows = checked_rows(b);
-    FFNJIT_TRY(rows);
-    const double err = rel_error(b, *rows);
-    if (!(err <= 1e-2)) return internal_error("the dense baseline disagrees with the fp64 reference (" + std::to_string(err) + ")");
-  }
-  r.dense_us = td->median_us;
-  Choice dense_choice;
-  dense_choice.strategy = Choice::Strategy::kDense;
-  record("dense", dense_choice, td);
+};
 
-  const SearchResult found = search_sparse(
-      e.layer, arch, e.bucket, formats, [&](const SparseFfnConfig& cfg, SearchStage stage) -> Expected<Timing> {
-        Expected<Timing> t = [&]() -> Expected<Timing> {
-          for (const auto& k : cfg.kernel_specs()) FFNJIT_TRY(load(*b.kernels, pool, k, cache));
-          FFNJIT_TRY(check_sparse(b, cfg));  // a candidate counts only once it is correct
-          return measure_graph(*b.dev, b.stream, [&](CUstream s) {
-            return run_stage(*b.kernels, cfg, stage, b.w->sparse(), b.x.ptr(), b.out.ptr(), b.tokens, b.ws.ptr(), s);
-          }, mo);
-        }();
-        record(stage_name(stage), Choice{Choice::Strategy::kSparse, cfg}, t);
-        return t;
-      });
-  // Never slower than dense: the dense fallback wins ties and losses.
-  if (!(found.best_us < r.dense_us)) {
-    r.winner = dense_choice;
-    r.winner_us = r.dense_us;
-  } else {
-    r.winner = Choice{Choice::Strategy::kSparse, found.best};
-    r.winner_us = found.best_us;
+// What the candidates are checked and timed with, read before anything is tuned.
+struct Sources {
+  std::optional<model::Checkpoint> ckpt;
+  std::optional<profile::Profile> prof;
+  std::map<int, model::LayerInputs> captured;
+  std::string input_source;
+};
+
+Expected<Sources> open_sources(const TuneOptions& o) {
+  Sources src;
+  auto ckpt = model::Checkpoint::open(o.checkpoint);
+  FFNJIT_TRY(ckpt);
+  src.ckpt.emplace(std::move(*ckpt));
+  const model::ModelInfo& info = src.ckpt->info();
+  for (const auto& L : info.layers)
+    if (!L.up_bias.empty() || !L.down_bias.empty())
+      return unsupported("layer " + std::to_string(L.index) +
+                         " has FFN biases; ffnjit's kernels compute bias-free FFNs, so this model cannot be tuned");
+  if (!o.profile.empty()) {
+    auto p = profile::read(o.profile);
+    FFNJIT_TRY(p);
+    if (p->fingerprint != info.fingerprint)
+      return user_error("profile " + o.profile + " was measured on another checkpoint (fingerprint " +
+                        p->fingerprint.substr(0, 12) + ", this one " + info.fingerprint.substr(0, 12) +
+                        "); run `ffnjit profile` on this checkpoint");
+    src.prof = std::move(*p);
   }
-  return r;
+  // Real activations when the checkpoint comes with captured inputs.
+  std::string inputs_path = o.inputs;
+  if (inputs_path.empty() && ::access((o.checkpoint + "/inputs.safetensors").c_str(), R_OK) == 0)
+    inputs_path = o.checkpoint + "/inputs.safetensors";
+  src.input_source = o.compile_only ? "nothing (--compile-only)" : "Gaussian inputs (no captured inputs given)";
+  if (!inputs_path.empty() && !o.compile_only) {
+    auto store = st::Store::open(inputs_path);
+    FFNJIT_TRY(store);
+    auto in = model::load_layer_inputs(*store, info);
+    if (!in) return Error{in.error().kind, inputs_path + ": " + in.error().message};
+    for (auto& li : *in) src.captured[li.layer] = std::move(li);
+    src.input_source = "captured inputs from " + inputs_path + " (each layer its own; finalists re-timed on held-out rows)";
+  }
+  return src;
 }
 
-cache::TuningRecord make_record(const cache::ToolchainIdentity& id, const PlanEntry& e) {
+// One layer (or shard) in host memory, for the GPU copy and the fp64 reference.
+struct HostLayer {
+  LayerShape shape;
+  std::vector<uint16_t> wg, wu, wd;
+  ref::FfnWeights view() const {
+    return {shape.gated ? wg.data() : nullptr, wu.data(), wd.data(), shape.d_model, shape.d_ff, shape.gated};
+  }
+  HostFfnWeights host() const { return {shape.gated ? wg.data() : nullptr, wu.data(), wd.data(), shape}; }
+};
+
+// The shard of layer `e.layer_index` that `e` tunes: rows [r f, (r + 1) f) of Wg and Wu
+// and the same columns of Wd, f = d_ff / tp_size.
+Expected<HostLayer> load_host_layer(const model::Checkpoint& ckpt, const PlanEntry& e) {
+  auto w = ckpt.load_layer(e.layer_index);
+  FFNJIT_TRY(w);
+  HostLayer h;
+  h.shape = e.layer;
+  if (e.tp_size == 1) {
+    h.wg = std::move(w->wg), h.wu = std::move(w->wu), h.wd = std::move(w->wd);
+    return h;
+  }
+  const size_t dm = size_t(w->d_model), f = size_t(e.layer.d_ff), f0 = size_t(e.tp_rank) * f;
+  auto rows = [&](const std::vector<uint16_t>& m) {
+    return std::vector<uint16_t>(m.begin() + f0 * dm, m.begin() + (f0 + f) * dm);
+  };
+  if (w->gated) h.wg = rows(w->wg);
+  h.wu = rows(w->wu);
+  h.wd.resize(dm * f);
+  for (size_t d = 0; d < dm; ++d)
+    std::copy_n(w->wd.begin() + d * size_t(w->d_ff) + f0, f, h.wd.begin() + d * f);
+  return h;
+}
+
+// `tokens` input rows for an entry: the layer's captured rows (the first half selects,
+// the second half is held out), cycled to fill the batch; else unit Gaussian features.
+std::vector<uint16_t> entry_inputs(const model::LayerInputs* captured, int d_model, int tokens, bool held_out,
+                                   uint32_t seed) {
+  std::vector<uint16_t> x(size_t(tokens) * d_model);
+  if (captured && captured->tokens > 0) {
+    const size_t n = size_t(captured->tokens), half = std::max<size_t>(1, n / 2);
+    const size_t first = held_out && n > 1 ? half : 0, count = held_out && n > 1 ? n - half : half;
+    for (size_t t = 0; t < size_t(tokens); ++t)
+      std::copy_n(captured->x.data() + (first + t % count) * d_model, d_model, x.data() + t * d_model);
+    return x;
+  }
+  std::mt19937 rng(seed * 7919u + (held_out ? 104729u : 17u));
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : x) v = float_to_bf16(nd(rng));
+  return x;
+}
+
+// One entry: the layer's selection and held-out inputs, then select_choice with the
+// compile pool feeding the kernel table.
+Expected<Selection> tune_entry(const Device& dev, CUstream stream, Layer& layer, const HostLayer& host,
+                               CompilePool& pool, cache::Cache& cache, KernelTable& kernels, const PlanEntry& e,
+                               Arch arch, bool from_profile, const model::LayerInputs* captured,
+                               const MeasureOptions& mo, uint32_t seed) {
+  // Queue every compile up front: the pool works while the GPU measures.
+  for (const auto& k : default_sparse_config(e.layer, arch, e.bucket).kernel_specs()) pool.submit(k);
+  for (const auto& f : format_candidates(e.sparsity, e.bucket, from_profile)) {
+    for (const auto& s : gate_candidates(e.layer, arch, e.bucket, f)) pool.submit(s);
+    for (const auto& s : up_down_candidates(e.layer, arch, e.bucket, f))
+      for (const auto& k : make_pipeline(gate_candidates(e.layer, arch, e.bucket, f)[0], s).kernel_specs())
+        pool.submit(k);
+  }
+  auto select = CandidateBench::create(dev, stream, layer, host.view(),
+                                       entry_inputs(captured, e.layer.d_model, e.tokens, false, seed));
+  FFNJIT_TRY(select);
+  auto hold = CandidateBench::create(dev, stream, layer, host.view(),
+                                     entry_inputs(captured, e.layer.d_model, e.tokens, true, seed));
+  FFNJIT_TRY(hold);
+  return select_choice(*select, *hold, e.bucket, e.sparsity, from_profile, mo, [&](const Choice& c) -> Status {
+    if (c.strategy == Choice::Strategy::kSparse)
+      for (const auto& k : c.sparse.kernel_specs()) FFNJIT_TRY(load(kernels, pool, k, cache));
+    return {};
+  });
+}
+
+cache::TuningRecord make_record(const cache::ToolchainIdentity& id, const std::string& signature,
+                                const BatchBucket& b) {
   cache::TuningRecord rec;
   rec.toolchain = id;
   rec.ffnjit_version = kGeneratorVersion;
-  rec.layer_signature = e.signature;
-  rec.bucket_min = e.bucket.min_tokens;
-  rec.bucket_max = e.bucket.max_tokens;
+  rec.layer_signature = signature;
+  rec.bucket_min = b.min_tokens;
+  rec.bucket_max = b.max_tokens;
   return rec;
 }
 
@@ -250,63 +269,63 @@ nlohmann::json winner_json(const Choice& c) {
   return j;
 }
 
-std::string layer_list(const std::vector<int>& layers) {
-  if (layers.size() == 1) return std::to_string(layers[0]);
-  return std::to_string(layers.front()) + ".." + std::to_string(layers.back()) + " (" + std::to_string(layers.size()) + ")";
+// Per shape and bucket, what the layers chose: the shape record serves engines that
+// register without a layer id.
+struct ShapeVotes {
+  LayerShape shape;
+  BatchBucket bucket;
+  std::map<std::string, std::pair<nlohmann::json, std::vector<double>>> winners;  // winner text -> (winner, times)
+  std::vector<double> dense;
+  bool untimed = false;
+};
+
+// The shape records: for each (shape, bucket) the configuration most layers of that
+// shape chose (ties: the one first seen, i.e. the lowest layer).
+Status store_shape_records(cache::Cache& cache, const cache::ToolchainIdentity& id,
+                           const std::map<std::string, ShapeVotes>& votes) {
+  for (const auto& [key, v] : votes) {
+    const std::pair<nlohmann::json, std::vector<double>>* best = nullptr;
+    for (const auto& [text, w] : v.winners)
+      if (!best || w.second.size() > best->second.size()) best = &w;
+    if (!best) continue;
+    cache::TuningRecord rec = make_record(id, shape_signature(v.shape), v.bucket);
+    rec.winner = best->first;
+    rec.untimed = v.untimed;
+    rec.candidates = nlohmann::json::array({{{"stage", "shape"}, {"layers_choosing", best->second.size()}}});
+    if (!v.untimed) {
+      double w = 0, d = 0;
+      for (double t : best->second) w += t;
+      for (double t : v.dense) d += t;
+      rec.winner_us = w / double(best->second.size());
+      rec.dense_us = v.dense.empty() ? 0 : d / double(v.dense.size());
+    }
+    FFNJIT_TRY(cache.put_tuning(rec));
+  }
+  return {};
 }
 
 }  // namespace
 
 Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(const TuneProgress&)>& progress) {
   const auto t0 = Clock::now();
-  auto ckpt = model::Checkpoint::open(o.checkpoint);
-  FFNJIT_TRY(ckpt);
-  const model::ModelInfo& info = ckpt->info();
-  for (const auto& L : info.layers)
-    if (!L.up_bias.empty() || !L.down_bias.empty())
-      return unsupported("layer " + std::to_string(L.index) +
-                         " has FFN biases; ffnjit's kernels compute bias-free FFNs, so this model cannot be tuned");
-  std::optional<profile::Profile> prof;
-  if (!o.profile.empty()) {
-    auto p = profile::read(o.profile);
-    FFNJIT_TRY(p);
-    if (p->fingerprint != info.fingerprint)
-      return user_error("profile " + o.profile + " was measured on another checkpoint (fingerprint " +
-                        p->fingerprint.substr(0, 12) + ", this one " + info.fingerprint.substr(0, 12) +
-                        "); run `ffnjit profile` on this checkpoint");
-    prof = std::move(*p);
-  }
+  auto sources = open_sources(o);
+  FFNJIT_TRY(sources);
+  const model::ModelInfo& info = sources->ckpt->info();
   if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards)
     return user_error("shard " + std::to_string(o.shard) + "/" + std::to_string(o.shards) + " is not i/n with 0 <= i < n");
-  auto plan = make_plan(info, o.buckets, prof ? &*prof : nullptr);
+  auto plan = make_plan(info, o.buckets, sources->prof ? &*sources->prof : nullptr, o.tensor_parallel);
   FFNJIT_TRY(plan);
   std::vector<PlanEntry> entries;
   for (size_t i = 0; i < plan->entries.size(); ++i)
     if (int(i) % o.shards == o.shard) entries.push_back(plan->entries[i]);
 
-  // Real activations when the checkpoint comes with captured inputs.
-  std::map<int, model::LayerInputs> captured;
-  std::string inputs_path = o.inputs;
-  if (inputs_path.empty() && ::access((o.checkpoint + "/inputs.safetensors").c_str(), R_OK) == 0)
-    inputs_path = o.checkpoint + "/inputs.safetensors";
-  TuneResult result;
-  result.input_source = o.compile_only ? "nothing (--compile-only)" : "Gaussian inputs (no captured inputs given)";
-  if (!inputs_path.empty() && !o.compile_only) {
-    auto store = st::Store::open(inputs_path);
-    FFNJIT_TRY(store);
-    auto in = model::load_layer_inputs(*store, info);
-    if (!in) return Error{in.error().kind, inputs_path + ": " + in.error().message};
-    for (auto& li : *in) captured[li.layer] = std::move(li);
-    result.input_source = "captured inputs from " + inputs_path;
-  }
-
   auto cache = cache::Cache::open(o.cache_path);
   FFNJIT_TRY(cache);
-
   // The GPU (unless compile-only) and the identity records are stored under.
   std::unique_ptr<Device> dev;
   Arch arch = o.compile_arch;
   cache::ToolchainIdentity id = compile_only_identity(arch);
+  StreamGuard stream;
   if (!o.compile_only) {
     auto d = Device::open(o.device);
     if (!d)
@@ -317,11 +336,17 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
     FFNJIT_TRY(a);
     arch = *a;
     id = toolchain_identity(dev->info());
+    stream.cu = dev->api();
+    const drv::Api* cu = stream.cu;
+    FFNJIT_CU(cuStreamCreate(&stream.stream, CU_STREAM_NON_BLOCKING));
   }
 
+  TuneResult result;
+  result.input_source = sources->input_source;
   result.entries_planned = int(entries.size());
   result.fingerprint = info.fingerprint;
   CompilePool pool(o.compile_threads > 0 ? o.compile_threads : int(std::max(1u, std::thread::hardware_concurrency())));
+  // One kernel table for every layer: layers of one shape share compiled binaries.
   KernelTable kernels;
   cache::Cache* db = &*cache;
   const cache::ToolchainIdentity table_id = id;
@@ -333,21 +358,27 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
                        },
                        [db](const Source& src, const CompiledKernel& k) { return db->put_binary(to_record(k, src)); },
                        true});
-  CUstream stream = nullptr;
-  if (dev) {
-    const drv::Api* cu = dev->api();
-    FFNJIT_CU(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
-  }
-  // Per class: the representative layer's weights on the GPU, host copy for the reference.
-  std::map<std::string, std::pair<model::LayerWeights, std::unique_ptr<DeviceWeights>>> loaded;
-  std::map<std::string, std::unique_ptr<DenseFfn>> dense;
+  std::map<std::string, ShapeVotes> votes;
+  auto vote = [&](const PlanEntry& e, const nlohmann::json& winner, double winner_us, double dense_us, bool untimed) {
+    auto& v = votes[shape_signature(e.layer) + " " + format_bucket(e.bucket)];
+    v.shape = e.layer, v.bucket = e.bucket, v.untimed = untimed;
+    auto& w = v.winners[winner.dump()];
+    w.first = winner;
+    w.second.push_back(winner_us);
+    v.dense.push_back(dense_us);
+  };
+  // The layer on the GPU: one at a time (its weights and its shard's host copy).
+  std::string loaded_sig;
+  std::unique_ptr<Layer> layer;
+  HostLayer host;
 
   for (size_t i = 0; i < entries.size(); ++i) {
     const PlanEntry& e = entries[i];
-    if (progress) progress({int(i), int(entries.size()), e.signature + " " + format_bucket(e.bucket), seconds_since(t0)});
+    if (progress) progress({int(i), int(entries.size()), e.label() + " " + format_bucket(e.bucket), seconds_since(t0)});
     TuneRow row;
-    row.signature = e.signature, row.layers = layer_list(e.layers), row.bucket = format_bucket(e.bucket);
-    cache::TuningRecord rec = make_record(id, e);
+    row.signature = e.signature, row.layers = e.label(), row.bucket = format_bucket(e.bucket);
+    row.shape = shape_signature(e.layer);
+    cache::TuningRecord rec = make_record(id, e.signature, e.bucket);
     auto existing = cache->get_tuning(rec.key());
     FFNJIT_TRY(existing);
     if (*existing && (!(*existing)->untimed || o.compile_only)) {
@@ -355,6 +386,7 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
       row.winner = c ? c->label() : "(unreadable)";
       row.winner_us = (*existing)->winner_us.value_or(0), row.dense_us = (*existing)->dense_us.value_or(0);
       row.untimed = (*existing)->untimed, row.resumed = true;
+      if (c) vote(e, (*existing)->winner, row.winner_us, row.dense_us, row.untimed);
       result.rows.push_back(row);
       continue;
     }
@@ -376,68 +408,43 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
       rec.winner = winner_json(c);
       rec.untimed = true;
       FFNJIT_TRY(cache->put_tuning(rec));
+      vote(e, rec.winner, 0, 0, true);
       row.winner = c.label(), row.untimed = true, row.candidates = 1;
       result.rows.push_back(row);
       continue;
     }
-    auto& slot = loaded[e.signature];
-    if (!slot.second) {
-      loaded.clear();  // one class's weights on the GPU at a time
-      auto& fresh = loaded[e.signature];
-      auto hw = ckpt->load_layer(e.representative);
-      FFNJIT_TRY(hw);
-      fresh.first = std::move(*hw);
-      HostFfnWeights h{e.layer.gated ? fresh.first.wg.data() : nullptr, fresh.first.wu.data(), fresh.first.wd.data(),
-                       e.layer};
-      auto w = DeviceWeights::upload(kernels, arch, h, stream, /*with_dense=*/true);
-      FFNJIT_TRY(w);
-      fresh.second = std::make_unique<DeviceWeights>(std::move(*w));
+    if (loaded_sig != e.signature) {
+      layer.reset();
+      auto h = load_host_layer(*sources->ckpt, e);
+      FFNJIT_TRY(h);
+      host = std::move(*h);
+      LayerOptions lo;
+      lo.shape = e.layer, lo.id = e.signature;
+      auto l = Layer::create(kernels, arch, host.host(), lo, stream.stream);
+      FFNJIT_TRY(l);
+      layer = std::move(*l);
+      loaded_sig = e.signature;
     }
-    auto& host = loaded[e.signature].first;
-    auto& dn = dense[e.signature];
-    if (!dn) {
-      auto d = DenseFfn::create(kernels, arch, e.layer);
-      FFNJIT_TRY(d);
-      dn = std::move(*d);
-    }
-    Bench b{dev.get(), &kernels, stream, loaded[e.signature].second.get(), e.tokens, {}, {}, {}, {}, {}, e.layer.d_model};
-    // Inputs: the representative layer's captured activations (cycled to fill the
-    // bucket), else unit Gaussian features, fresh per entry.
-    std::vector<uint16_t> xh(size_t(e.tokens) * e.layer.d_model);
-    if (auto it = captured.find(e.representative); it != captured.end() && it->second.tokens > 0) {
-      const size_t row = size_t(e.layer.d_model), rows = size_t(it->second.tokens);
-      for (size_t t = 0; t < size_t(e.tokens); ++t)
-        std::copy_n(it->second.x.data() + (t % rows) * row, row, xh.data() + t * row);
-    } else {
-      std::mt19937 rng(uint32_t(i) * 7919u + 17u);
-      std::normal_distribution<float> nd(0.0f, 1.0f);
-      for (auto& v : xh) v = float_to_bf16(nd(rng));
-    }
-    auto x = DeviceBuffer::alloc(xh.size() * 2);
-    FFNJIT_TRY(x);
-    b.x = std::move(*x);
-    FFNJIT_TRY(b.x.upload(xh.data(), xh.size() * 2));
-    auto out = DeviceBuffer::alloc(xh.size() * 2);
-    FFNJIT_TRY(out);
-    b.out = std::move(*out);
-    for (int t : {0, e.tokens / 3, e.tokens / 2, e.tokens - 1}) b.check_tokens.push_back(t);
-    b.ref.resize(b.check_tokens.size() * e.layer.d_model);
-    ref::ffn_forward(host.view(), xh.data(), b.check_tokens, b.ref.data());
-
-    auto outcome = tune_entry(b, pool, *cache, e, arch, prof.has_value(), *dn, o.measure);
-    FFNJIT_TRY(outcome);
+    const auto it = sources->captured.find(e.layer_index);
+    const model::LayerInputs* captured = it != sources->captured.end() ? &it->second : nullptr;
+    auto outcome = tune_entry(*dev, stream.stream, *layer, host, pool, *cache, kernels, e, arch,
+                              sources->prof.has_value(), captured, o.measure, uint32_t(i));
+    if (!outcome) return Error{outcome.error().kind, e.label() + " " + row.bucket + ": " + outcome.error().message};
     rec.winner = winner_json(outcome->winner);
     rec.candidates = outcome->candidates;
     rec.dense_us = outcome->dense_us;
     rec.winner_us = outcome->winner_us;
     FFNJIT_TRY(cache->put_tuning(rec));  // committed: a rerun skips this entry
+    vote(e, rec.winner, outcome->winner_us, outcome->dense_us, false);
     row.winner = outcome->winner.label(), row.winner_us = outcome->winner_us, row.dense_us = outcome->dense_us;
+    row.default_us = outcome->default_us;
     row.candidates = outcome->tried, row.rejected = outcome->rejected;
     result.rows.push_back(row);
   }
+  FFNJIT_TRY(store_shape_records(*cache, id, votes));
+  result.shape_records = int(votes.size());
   if (progress) progress({int(entries.size()), int(entries.size()), "", seconds_since(t0)});
   result.compiles = kernels.compiles();
-  if (stream) dev->api()->cuStreamDestroy(stream);
   return result;
 }
 

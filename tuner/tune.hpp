@@ -24,6 +24,7 @@ struct TuneOptions {
   std::vector<BatchBucket> buckets;
   double budget_s = 0;     // stop starting new entries after this long (0: no limit)
   int shard = 0, shards = 1;
+  int tensor_parallel = 1;  // > 1: tune each layer's shards as a TP engine registers them
   bool compile_only = false;  // no GPU: compile and store every default config, untimed
   Arch compile_arch = Arch::kSm90a;  // target for --compile-only (with a GPU: the GPU's)
   int device = 0;
@@ -33,8 +34,12 @@ struct TuneOptions {
 };
 
 struct TuneRow {
-  std::string signature, layers, bucket, winner;
+  std::string signature;  // the layer id the record is stored under
+  std::string layers;     // "layer 3" / "layer 3 tp2.1"
+  std::string shape;      // the shape signature
+  std::string bucket, winner;
   double winner_us = 0, dense_us = 0;
+  double default_us = 0;  // the untuned default on the same held-out inputs (0: not timed)
   bool untimed = false, resumed = false;
   int candidates = 0, rejected = 0;
   double speedup() const { return winner_us > 0 ? dense_us / winner_us : 0; }
@@ -49,6 +54,7 @@ struct TuneResult {
   std::string skipped_records;  // cache records for another toolchain, if any
   std::string input_source;     // what the candidates were timed on
   std::string fingerprint;      // the checkpoint's (for profiles written by engines)
+  int shape_records = 0;        // (shape, bucket) records written for engines without layer ids
 };
 
 struct TuneProgress {

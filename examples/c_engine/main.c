@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
   ffnjit_context_options_init(&opts);
   ffnjit_context* ctx = NULL;
   CHECK_FFNJIT(ffnjit_context_create(&opts, &ctx));
+  /* The layer ids `ffnjit tune` stored its records under (docs/identity.md):
+   * "<checkpoint fingerprint>:<layer index>". */
+  char fingerprint[65];
+  CHECK_FFNJIT(ffnjit_checkpoint_fingerprint(argv[1], fingerprint, sizeof fingerprint));
 
   Layer layers[256];
   int n = 0;
@@ -164,7 +168,7 @@ int main(int argc, char** argv) {
     ffnjit_layer_desc desc = {0};
     desc.d_model = L->d_model, desc.d_ff = L->d_ff, desc.gated = wg != NULL, desc.dtype = FFNJIT_BF16;
     desc.gate_proj = L->d_wg, desc.up_proj = L->d_wu, desc.down_proj = L->d_wd;
-    snprintf(name, sizeof name, "%s#%d", argv[1], n);
+    snprintf(name, sizeof name, "%s:%d", fingerprint, n);
     desc.layer_id = name;
     CHECK_FFNJIT(ffnjit_layer_register(ctx, &desc, &L->handle));
     /* ffnjit copied the weights: the engine's copies could be freed here. */

@@ -65,6 +65,15 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// The CUDA graph conditional of the dense switch (resolved by ptxas, no device runtime).
+extern "C" __device__ void cudaGraphSetConditional(unsigned long long handle, unsigned int value);
+
+__device__ __forceinline__ u32 warp_sum_u32(u32 v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // 16-byte vector of 8 bf16 values.
 struct alignas(16) Vec8 {
   u32 w[4];

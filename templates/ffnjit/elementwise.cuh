@@ -32,10 +32,10 @@ __device__ void dense_act(const DenseActParams& p) {
   for (i64 i = blockIdx.x * i64(blockDim.x) + threadIdx.x; i < total; i += i64(gridDim.x) * blockDim.x) {
     const i64 m = i / kVecs;
     const int v = int(i % kVecs);
-    const Vec8 g = ld_vec8(p.gu + m * kIn + v * 8);
+    const Vec8 g = ld_vec8(p.gu + m * (p.u ? D_FF : kIn) + v * 8);
     Vec8 o;
     if (GATED) {
-      const Vec8 u = ld_vec8(p.gu + m * kIn + D_FF + v * 8);
+      const Vec8 u = ld_vec8(p.u ? p.u + m * D_FF + v * 8 : p.gu + m * kIn + D_FF + v * 8);
 #pragma unroll
       for (int k = 0; k < 4; ++k)
         o.w[k] = pack_bf16x2(relu(bf16_lo(g.w[k])) * bf16_lo(u.w[k]), relu(bf16_hi(g.w[k])) * bf16_hi(u.w[k]));

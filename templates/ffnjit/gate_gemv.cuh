@@ -47,6 +47,7 @@ __device__ void gate_gemv(const GatePackParams& p) {
   u16* sC = reinterpret_cast<u16*>(red + C::kKSplit * C::kBM * C::kTileN);
   __shared__ u32 n_stored;  // neurons the epilogue listed for prefetch
   if (threadIdx.x == 0) n_stored = 0;
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0 && p.tw.heavy) p.tw.heavy[0] = 0;
   grid_dependency_launch();
   const int tile = blockIdx.x, m0 = blockIdx.y * C::kBM, n0 = tile * C::kTileN;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -124,8 +125,10 @@ __device__ void gate_gemv(const GatePackParams& p) {
       sC, C::kBM, m0, 1, tile, p.tw, p.tokens, [&](int j) {
         if (C::kPrefetch && p.prefetch_down_t) stored[atomicAdd(&n_stored, 1u)] = u32(j);
       });
-  if (!C::kPrefetch || !p.prefetch_down_t) return;
   __syncthreads();
+  spill_overflowed_rows<C::kTileN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, 1, tile, p.tw,
+                                                                                p.tokens);
+  if (!C::kPrefetch || !p.prefetch_down_t) return;
   constexpr int kLines = (C::kModel + 63) / 64;  // 128-byte lines per row
   for (int i = threadIdx.x; i < int(n_stored) * kLines; i += C::kThreads) {
     const i64 at = i64(stored[i / kLines]) * C::kModel + (i % kLines) * 64;

@@ -77,6 +77,9 @@ __device__ __forceinline__ void gate_pack_cluster_epilogue(const GatePackParams&
   __syncthreads();
   pack_gate_tile<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, rows, m0 + rank, C::kSplits, tile, p.tw,
                                                                       p.tokens);
+  __syncthreads();
+  spill_overflowed_rows<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, rows, m0 + rank, C::kSplits, tile,
+                                                                             p.tw, p.tokens);
   cluster_wait();  // peers may read `own` until every CTA of the cluster is done
 }
 
@@ -92,6 +95,7 @@ __device__ void gate_pack(const GatePackParams& p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = warp / C::kWarpsN, wn = warp % C::kWarpsN;
   grid_dependency_launch();
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0 && p.tw.heavy) p.tw.heavy[0] = 0;
   grid_dependency_wait();  // x comes from the stream's earlier work
 
   float acc[C::kMI][C::kNI][4];
@@ -163,6 +167,8 @@ __device__ void gate_pack(const GatePackParams& p) {
 
   // Epilogue 2: ReLU and TwELL packing, one warp per token.
   pack_gate_tile<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, 1, tile, p.tw, p.tokens);
+  __syncthreads();
+  spill_overflowed_rows<C::kBN, C::kCap, C::kFF, C::kEpiStride, C::kThreads>(sC, C::kBM, m0, 1, tile, p.tw, p.tokens);
 }
 
 }  // namespace ffnjit

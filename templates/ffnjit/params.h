@@ -16,7 +16,22 @@ struct TwellBuffers {
   u32* entries;   // [tokens][n_tiles][capacity]: bf16 value << 16 | index in tile
   u32* overflow;  // [1]: (token, tile) pairs whose count exceeded capacity
   u32* tickets;   // [tokens]: arrivals of a token's split up_down CTAs; zeroed by the packer
+  // [tokens][d_ff] bf16 or null: the fused gates write the gate values of every tile over
+  // capacity here, so up/down need not recompute them (the GEMM gate's output holds them).
+  u16* gate_spill;
+  // [3] or null: this chunk's active (token, neuron) pairs, tiles over capacity and pack
+  // CTAs done, summed for the device-side dense switch (zero before the gate).
+  u32* forward_stats;
+  u32* heavy;  // [1 + kHeavySlots] or null: the heavy-token list up_down fills; the packer zeroes [0]
+  // The dense switch (pack only): when nonzero, the pack's last CTA sets this CUDA graph
+  // conditional to (active pairs > switch_limit), then zeroes forward_stats [3].
+  unsigned long long switch_handle;
+  u32 switch_limit;
 };
+
+// Heavy tokens (more active neurons than UpDownParams::heavy_threshold) that the fused
+// up_down hands to its second, split pass in one forward; more run unsplit.
+constexpr int kHeavySlots = 64;
 
 struct GatePackParams {
   const u16* x;  // [tokens][d_model], bf16
@@ -41,6 +56,20 @@ struct UpDownParams {
   float* partial;       // [splits][tokens][d_model]: fp32 partials of a split up_down
   u32* tickets;         // [tokens]: arrivals per token of a split up_down (zero on entry)
   int tokens;
+  // [tokens][d_ff] bf16: the gate values of every tile over capacity (the GEMM gate's
+  // output, or the fused gates' spill), read instead of recomputing x . Wg.
+  const u16* gate_values;
+  // Heavy-token split of the fused up_down with one CTA per token (heavy_splits > 1):
+  // the first pass hands tokens with more than heavy_threshold active neurons to the
+  // list `heavy` ([0] count, then token ids), the second pass (heavy_pass = 1, grid
+  // kHeavySlots x heavy_splits) computes each in heavy_splits CTAs whose fp32
+  // partials (heavy_partial [heavy_splits][kHeavySlots][d_model]) meet in split
+  // order. Heavy tokens beyond the slots run unsplit in the first pass; which ones is a
+  // race, so with more than kHeavySlots heavy tokens in a chunk their outputs are
+  // reproducible only to fp32 rounding (docs/kernels.md).
+  u32* heavy;
+  float* heavy_partial;
+  int heavy_splits, heavy_threshold, heavy_pass;
 };
 
 // TwELL packing of a gate computed elsewhere (cuBLASLt GEMM with ReLU epilogue).
@@ -60,6 +89,9 @@ struct DenseActParams {
   const u16* gu;  // gated: [tokens][2 * d_ff] = [x Wg^T | x Wu^T]; non-gated: [tokens][d_ff]
   u16* h;         // [tokens][d_ff]
   i64 tokens;
+  // Gated, when set: x Wu^T [tokens][d_ff] apart from the gate, which `gu` then holds
+  // alone ([tokens][d_ff]; the dense switch's up/down behind the GEMM gate). h may be u.
+  const u16* u;
 };
 
 }  // namespace ffnjit

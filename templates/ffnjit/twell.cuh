@@ -97,6 +97,23 @@ __device__ __forceinline__ void pack_gate_tile(const u16* sC, int rows, int m0, 
   if (lane == 0 && overflowed) atomicAdd(tw.overflow, overflowed);
 }
 
+// After pack_gate_tile (and a __syncthreads): every row of the gate tile whose count
+// exceeded capacity is copied to tw.gate_spill, so the up/down backup path reads the
+// values instead of recomputing them. A separate pass keeps the packer's registers free.
+template <int TILE_N, int CAP, int D_FF, int STRIDE, int THREADS>
+__device__ __forceinline__ void spill_overflowed_rows(const u16* sC, int rows, int m0, int m_step, int tile,
+                                                      const TwellBuffers& tw, int tokens) {
+  if (!tw.gate_spill) return;
+  constexpr int kTiles = (D_FF + TILE_N - 1) / TILE_N, kVecs = TILE_N / 8;
+  const int valid = min(TILE_N, D_FF - tile * TILE_N) / 8;
+  for (int i = threadIdx.x; i < rows * kVecs; i += THREADS) {
+    const int r = i / kVecs, v = i % kVecs, m = m0 + r * m_step;
+    if (m >= tokens || v >= valid || tw.counts[i64(m) * kTiles + tile] <= u32(CAP)) continue;
+    *reinterpret_cast<uint4*>(tw.gate_spill + i64(m) * D_FF + tile * TILE_N + v * 8) =
+        *reinterpret_cast<const uint4*>(sC + r * STRIDE + v * 8);
+  }
+}
+
 // Split-K gate across a thread-block cluster of SPLITS CTAs (sm_90a): every CTA holds
 // its fp32 partial own[BM][TILE_N] in shared memory. This CTA sums, in rank order
 // (deterministic), the partials of all CTAs for its token rows rank, rank + SPLITS, ...

@@ -213,11 +213,14 @@ __device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C:
   const u32* counts = p.counts + i64(m) * C::kTiles;
   for (int t = t_begin; t < t_end; ++t) {
     if (counts[t] <= u32(C::kCap)) continue;  // uniform across the CTA
+    // The gate values of the tile come from the gate (its GEMM output or its spill):
+    // only the active neurons cost a row read, as for stored entries.
+    const u16* gv = p.gate_values + i64(m) * C::kFF + t * C::kTileN;
     for (int jj = warp; jj < C::kTileN; jj += C::kWarps) {
       const int j = t * C::kTileN + jj;
       float h = 0.0f;
       if (j < C::kFF) {
-        const float g = bf16_to_f32(f32_to_bf16(warp_dot<C, 2>(S::x(), p.w_gate + i64(j) * C::kModel, lane)));
+        const float g = bf16_to_f32(gv[jj]);
         if (is_active(g)) h = C::kGated ? g * warp_dot<C, 2>(S::x(), p.w_up + i64(j) * C::kModel, lane) : g;
       }
       if (lane == 0) S::tile()[jj] = h;
@@ -300,18 +303,119 @@ __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, con
   cluster_wait();
 }
 
+// Fused mode: acc = the contribution of tiles [t_begin, t_end) of token m (x in shared memory).
+template <class C>
+__device__ __forceinline__ void fused_range(const UpDownParams& p, float (&acc)[C::kVecsPerThread][8], int m,
+                                            int t_begin, int t_end) {
+  using S = UpDownSmem<C>;
+  const int total = gather_entries<C>(p, m, t_begin, max(0, t_end - t_begin));
+  // Decode (split fused): start the down rows towards L2 while the up dots run.
+  if (C::kSplits > 1)
+    for (int i = threadIdx.x; i < total * (C::kModel / 64); i += C::kThreads)
+      prefetch_l2_weight(p.w_down_t + i64(S::idx()[i / (C::kModel / 64)]) * C::kModel + (i % (C::kModel / 64)) * 64);
+  if (C::kGated) up_dots<C>(p, m, total);
+  down_rows<C>(p, acc, 0, total, t_begin, t_end, m);
+}
+
+// Tiles [first, end) of split `s` of `splits` (heavy-token splits share this with the
+// unsplit path, so both sum a token's ranges alike).
+__device__ __forceinline__ void split_range(int n_tiles, int splits, int s, int& first, int& end) {
+  const int per = (n_tiles + splits - 1) / splits;
+  first = min(n_tiles, s * per), end = min(n_tiles, first + per);
+}
+
+// Active neurons of token m (warp 0 sums its counts; every thread gets the total).
+template <class C>
+__device__ __forceinline__ u32 token_active(const UpDownParams& p, int m) {
+  __shared__ u32 total;
+  if (threadIdx.x < 32) {
+    u32 c = 0;
+    for (int t = threadIdx.x; t < C::kTiles; t += 32) c += p.counts[i64(m) * C::kTiles + t];
+    c = warp_sum_u32(c);
+    if (threadIdx.x == 0) total = c;
+  }
+  __syncthreads();
+  return total;
+}
+
+// The heavy pass's last CTA of a token sums the splits' partials in split order.
+template <class C>
+__device__ __forceinline__ void reduce_heavy(const UpDownParams& p, const float (&acc)[C::kVecsPerThread][8], int m,
+                                             int slot, int split) {
+  __shared__ int last;
+#pragma unroll
+  for (int v = 0; v < C::kVecsPerThread; ++v) {
+    const int vec = threadIdx.x + v * C::kThreads;
+    if (vec >= C::kVecs) continue;
+    float4* dst = reinterpret_cast<float4*>(p.heavy_partial + (i64(split) * kHeavySlots + slot) * C::kModel + vec * 8);
+    __stcg(dst, make_float4(acc[v][0], acc[v][1], acc[v][2], acc[v][3]));
+    __stcg(dst + 1, make_float4(acc[v][4], acc[v][5], acc[v][6], acc[v][7]));
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(p.tickets + m, 1u) == u32(p.heavy_splits - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int vec = threadIdx.x; vec < C::kVecs; vec += C::kThreads) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < p.heavy_splits; ++k) {
+      const float4* src =
+          reinterpret_cast<const float4*>(p.heavy_partial + (i64(k) * kHeavySlots + slot) * C::kModel + vec * 8);
+      const float4 a = __ldcg(src), b = __ldcg(src + 1);
+      s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
+    }
+    store_bf16(p.out + i64(m) * C::kModel + vec * 8, s);
+  }
+  if (threadIdx.x == 0) p.tickets[m] = 0;
+}
+
+// The heavy pass: CTA (slot, split) computes split `split` of the slot's heavy token.
+template <class C>
+__device__ __forceinline__ void heavy_pass(const UpDownParams& p) {
+  using S = UpDownSmem<C>;
+  grid_dependency_wait();
+  const u32 listed = min(p.heavy[0], u32(kHeavySlots));
+  if (blockIdx.x >= listed) return;
+  const int m = int(p.heavy[1 + blockIdx.x]), split = blockIdx.y;
+  load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
+  int first, end;
+  split_range(C::kTiles, p.heavy_splits, split, first, end);
+  float acc[C::kVecsPerThread][8];
+  fused_range<C>(p, acc, m, first, end);
+  reduce_heavy<C>(p, acc, m, int(blockIdx.x), split);
+}
+
 template <class C>
 __device__ void up_down(const UpDownParams& p) {
   using S = UpDownSmem<C>;
+  // Heavy-token split: only the fused kernel with one CTA per token offers it, on sm_90
+  // (at 64 registers the extra path spilled on sm_80/89, which keep heavy tokens unsplit).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr bool kHeavyable = C::kMode == kModeFused && C::kSplits == 1;
+#else
+  constexpr bool kHeavyable = false;
+#endif
+  const bool heavy_split = kHeavyable && p.heavy_splits > 1;
   const int m = blockIdx.x, split = blockIdx.y;
+  grid_dependency_launch();
+  if (kHeavyable && p.heavy_pass) return heavy_pass<C>(p);
+  const int vec0 = C::kColumnSplit ? split * C::kSliceVecs : 0;
+  if (C::kMode != kModeDown) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
+  grid_dependency_wait();  // everything below reads what the previous kernels wrote
+  // A heavy token goes to the heavy pass, while its slots last (later ones run here).
+  if (heavy_split && token_active<C>(p, m) > u32(p.heavy_threshold)) {
+    __shared__ u32 slot;
+    if (threadIdx.x == 0) {
+      slot = atomicAdd(p.heavy, 1u);
+      if (slot < u32(kHeavySlots)) p.heavy[1 + slot] = u32(m);
+    }
+    __syncthreads();
+    if (slot < u32(kHeavySlots)) return;  // the heavy pass computes it
+  }
   const int t_begin = C::kColumnSplit ? 0 : split * C::kTilesPerSplit;
   const int t_end = min(C::kTiles, t_begin + C::kTilesPerSplit);
   const int n_here = max(0, t_end - t_begin);
-  const int vec0 = C::kColumnSplit ? split * C::kSliceVecs : 0;
-
-  grid_dependency_launch();
-  if (C::kMode != kModeDown) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
-  grid_dependency_wait();  // everything below reads what the previous kernels wrote
   const int total = gather_entries<C>(p, m, t_begin, n_here);
   if (C::kMode == kModeDown && S::off()[n_here + 1]) {  // the backup path needs x
     load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);

@@ -29,7 +29,8 @@ bool contains(const char* text, const std::string& part) { return std::string(te
 
 // A cache file of this process's own, so tests never touch the user's cache.
 const char* test_cache_path() {
-  static const std::string path = "/tmp/ffnjit-test-c-api-" + std::to_string(::getpid()) + ".db";
+  // In a directory of its own: the cache refuses directories others can write, such as /tmp.
+  static const std::string path = "/tmp/ffnjit-test-c-api-" + std::to_string(::getpid()) + "/cache.db";
   return path.c_str();
 }
 
@@ -65,7 +66,7 @@ struct Fixture {
     desc.gate_proj = gated ? reinterpret_cast<void*>(wg.ptr()) : nullptr;
     desc.up_proj = reinterpret_cast<void*>(wu.ptr());
     desc.down_proj = reinterpret_cast<void*>(wd.ptr());
-    desc.layer_id = "test#0";
+    desc.layer_id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef:0";
     REQUIRE(ffnjit_layer_register(ctx, &desc, &handle) == FFNJIT_STATUS_OK);
   }
   ~Fixture() {
@@ -253,6 +254,15 @@ TEST_CASE("c api: export_profile checks every layer handle before reading any") 
   CHECK(::access(path.c_str(), F_OK) != 0);  // nothing written
   ffnjit_layer_destroy(l);
   ffnjit_context_destroy(other);
+}
+
+TEST_CASE("c api: an empty cache_path is an error, not the default cache (no GPU needed)") {
+  ffnjit_context_options o;
+  ffnjit_context_options_init(&o);
+  o.cache_path = "";
+  ffnjit_context* ctx = nullptr;
+  EXPECT_STATUS(ffnjit_context_create(&o, &ctx), FFNJIT_STATUS_INVALID_ARGUMENT, "the cache path is empty");
+  CHECK(ctx == nullptr);
 }
 
 TEST_CASE("c api: cache-only contexts refuse to compile") {

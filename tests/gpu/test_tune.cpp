@@ -1,6 +1,8 @@
 // gpu tier: `ffnjit tune` on the demo checkpoint completes, resumes after an
-// interruption without redoing entries, and the runtime then serves every bucket
-// from the cache with no compile.
+// interruption without redoing entries, and the runtime then serves every layer and
+// bucket from its own tuned record, registered exactly as ffnjit.h tells an engine to
+// (layer_id = ffnjit_checkpoint_fingerprint + ":" + layer index), with no compile;
+// without a layer_id the shape records serve.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -12,7 +14,10 @@
 #include "ffnjit/ffnjit.h"
 #include "model/checkpoint.hpp"
 #include "model/demo.hpp"
+#include "cache/cache.hpp"
 #include "model/profile.hpp"
+#include "model/specialize.hpp"
+#include "runtime/cache_io.hpp"
 #include "model/reference.hpp"
 #include "runtime/buckets.hpp"
 #include "support/bf16.hpp"
@@ -31,13 +36,15 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   }
   const std::string dir = "/tmp/ffnjit-test-tune-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
-  REQUIRE(model::write_demo_checkpoint(dir + "/ckpt", {}));
+  model::DemoOptions demo;
+  demo.layers = 2;  // per-layer tuning: keep the GPU time of this test small
+  REQUIRE(model::write_demo_checkpoint(dir + "/ckpt", demo));
   const std::string db = dir + "/cache.db";
 
   TuneOptions o;
   o.checkpoint = dir + "/ckpt";
   o.cache_path = db;
-  o.buckets = *parse_buckets("1,2-4,5-16,17-64,65-256,257-1024,1025-4096,4097+");
+  o.buckets = default_buckets();
   o.measure.samples = 5;
   std::atomic<bool> stop{false};
   o.stop = &stop;
@@ -48,27 +55,33 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   REQUIRE(first);
   CHECK(first->interrupted);
   CHECK(first->rows.size() == 2);
-  CHECK(first->entries_left == 6);
+  const size_t entries = 2 * default_buckets().size();
+  CHECK(first->entries_left == int(entries) - 2);
 
   stop = false;
   auto second = run_tune(o, {});
   REQUIRE(second);
-  REQUIRE(second->rows.size() == 8);
+  REQUIRE(second->rows.size() == entries);
   int resumed = 0;
   for (const auto& r : second->rows) {
     INFO(r.signature << " " << r.bucket << " " << r.winner << " " << r.winner_us << " us, dense " << r.dense_us);
     resumed += r.resumed;
     CHECK_FALSE(r.untimed);
-    // Never meaningfully slower than dense: the tuner falls back to dense instead.
+    // Never meaningfully slower than dense or the untuned default (both re-timed on held-out inputs).
     CHECK(r.winner_us <= r.dense_us * 1.03);
+    if (!r.resumed) CHECK(r.winner_us <= r.default_us * 1.03);
     std::printf("  %-10s %-50s %9.1f us  dense %9.1f us  %.2fx\n", r.bucket.c_str(), r.winner.c_str(), r.winner_us,
                 r.dense_us, r.speedup());
   }
   CHECK(resumed == 2);
 
-  // Serve: a fresh context on the tuned cache, every layer, one token count per bucket.
+  // Serve: a fresh context on the tuned cache, every layer, one token count per bucket,
+  // each layer under the id the header describes.
   auto ckpt = model::Checkpoint::open(o.checkpoint);
   REQUIRE(ckpt);
+  char fingerprint[65] = {0};
+  REQUIRE(ffnjit_checkpoint_fingerprint(o.checkpoint.c_str(), fingerprint, sizeof fingerprint) == FFNJIT_STATUS_OK);
+  CHECK(std::string(fingerprint) == second->fingerprint);
   ffnjit_context_options co;
   ffnjit_context_options_init(&co);
   co.cache_path = db.c_str();
@@ -78,6 +91,7 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   const drv::Api* cu = g->device->api();
   std::vector<ffnjit_layer*> layers;
   std::vector<model::LayerWeights> host;
+  std::vector<std::string> ids;
   for (const auto& L : ckpt->info().layers) {
     auto w = ckpt->load_layer(L.index);
     REQUIRE(w);
@@ -90,6 +104,8 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
     d.d_model = L.d_model, d.d_ff = L.d_ff, d.gated = 1, d.dtype = FFNJIT_BF16;
     d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
     d.down_proj = reinterpret_cast<void*>(wd.ptr());
+    ids.push_back(std::string(fingerprint) + ":" + std::to_string(L.index));
+    d.layer_id = ids.back().c_str();
     ffnjit_layer* l = nullptr;
     INFO(ffnjit_last_error());
     REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
@@ -128,16 +144,52 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   REQUIRE(ffnjit_context_get_stats(ctx, &st) == FFNJIT_STATUS_OK);
   CHECK(st.kernels_compiled == 0);
   CHECK(st.tuned_buckets == int64_t(layers.size() * default_buckets().size()));
+  CHECK(st.shape_buckets == 0);
   CHECK(st.default_buckets == 0);
   std::printf("served %lld (layer, bucket) pairs from tuned records; %lld kernels from the cache, %lld compiled\n",
               (long long)st.tuned_buckets, (long long)st.kernels_from_cache, (long long)st.kernels_compiled);
   for (auto* l : layers) ffnjit_layer_destroy(l);
   ffnjit_context_destroy(ctx);
 
+  // Without a layer_id, the shape records serve (docs/identity.md), still without compiling.
+  {
+    REQUIRE(ffnjit_context_create(&co, &ctx) == FFNJIT_STATUS_OK);
+    const auto& w = host[0];
+    const size_t bytes = size_t(w.d_model) * w.d_ff * 2;
+    auto wg = *DeviceBuffer::alloc(bytes), wu = *DeviceBuffer::alloc(bytes), wd = *DeviceBuffer::alloc(bytes);
+    REQUIRE(wg.upload(w.wg.data(), bytes));
+    REQUIRE(wu.upload(w.wu.data(), bytes));
+    REQUIRE(wd.upload(w.wd.data(), bytes));
+    ffnjit_layer_desc d{};
+    d.d_model = w.d_model, d.d_ff = w.d_ff, d.gated = 1, d.dtype = FFNJIT_BF16;
+    d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
+    d.down_proj = reinterpret_cast<void*>(wd.ptr());
+    ffnjit_layer* l = nullptr;
+    REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
+    for (const auto& b : default_buckets()) {
+      size_t ws_bytes = 0;
+      REQUIRE(ffnjit_layer_workspace_size(l, b.min_tokens, &ws_bytes) == FFNJIT_STATUS_OK);
+    }
+    REQUIRE(ffnjit_context_get_stats(ctx, &st) == FFNJIT_STATUS_OK);
+    CHECK(st.shape_buckets == int64_t(default_buckets().size()));
+    CHECK(st.tuned_buckets == 0);
+    CHECK(st.default_buckets == 0);
+    CHECK(st.kernels_compiled == 0);
+    // A layer id the grammar refuses is an error, not a silent default.
+    d.layer_id = "3fa9:0";
+    ffnjit_layer* bad = nullptr;
+    CHECK(ffnjit_layer_register(ctx, &d, &bad) == FFNJIT_STATUS_INVALID_ARGUMENT);
+    CHECK(std::string(ffnjit_last_error()).find("fingerprint") != std::string::npos);
+    ffnjit_layer_destroy(l);
+    ffnjit_context_destroy(ctx);
+  }
+
   // Serving counters close the loop: serve with count_sparsity, export a profile,
   // and tune from it (per-layer capacity classes).
   co.miss_policy = FFNJIT_COMPILE_ON_MISS;
   co.count_sparsity = 1;
+  const std::string counters_db = dir + "/counters.db";  // no tuned records: the sparse defaults serve
+  co.cache_path = counters_db.c_str();
   REQUIRE(ffnjit_context_create(&co, &ctx) == FFNJIT_STATUS_OK);
   layers.clear();
   uint64_t served = 0, expected_active = 0;
@@ -152,7 +204,6 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
     d.d_model = w.d_model, d.d_ff = w.d_ff, d.gated = 1, d.dtype = FFNJIT_BF16;
     d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
     d.down_proj = reinterpret_cast<void*>(wd.ptr());
-    d.layer_id = "serving-counters";  // no tuned records: the sparse defaults run, and are counted
     ffnjit_layer* l = nullptr;
     REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
     layers.push_back(l);
@@ -207,6 +258,15 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   INFO((tuned ? std::string() : tuned.error().message));
   REQUIRE(tuned);
   REQUIRE(!tuned->rows.empty());
-  CHECK(tuned->rows[0].signature.find(":tn128c") != std::string::npos);
+  // Per-layer records under the layer ids, each with its own profile-chosen capacity.
+  CHECK(tuned->rows[0].signature == std::string(fingerprint) + ":0");
+  auto pdb = cache::Cache::open(po.cache_path);
+  REQUIRE(pdb);
+  auto rec = pdb->find_tuning(compile_only_identity(Arch::kSm90a), tuned->rows[0].signature, 1);
+  REQUIRE(rec);
+  REQUIRE(rec->record);
+  auto cap = model::choose_capacity(*prof->layer(0), 128);
+  REQUIRE(cap);
+  CHECK(rec->record->winner.at("capacity").get<int>() == cap->capacity);
   std::filesystem::remove_all(dir);
 }

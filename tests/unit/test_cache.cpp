@@ -20,7 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
 Cache open_ok(const std::string& path, OpenOptions o = {}) {
   auto c = Cache::open(path, o);
   INFO((c ? "" : c.error().message));
@@ -341,7 +340,7 @@ TEST_CASE("bad files give a clear error and are left byte for byte") {
           "PRAGMA application_id = " + std::to_string(int32_t(kApplicationId)) +
               "; PRAGMA user_version = 7; CREATE TABLE binaries (x); CREATE TABLE tuning (x);");
   expect_refused(newer,
-                 "was created by a newer ffnjit (schema v7, this build reads up to v1); "
+                 "was created by a newer ffnjit (schema v7, this build reads up to v2); "
                  "upgrade ffnjit or use another --cache");
 
   std::string foreign_app = t.file("foreign-app.db");
@@ -441,7 +440,7 @@ TEST_CASE("export then import into an empty cache round-trips every record byte 
     REQUIRE(rep);
     CHECK(rep->binaries_added == 41);
     CHECK(rep->tunings_added == 11);
-    CHECK(rep->damaged_skipped == 0);
+    CHECK(rep->binaries_unverifiable == 0);
     // Importing again changes nothing.
     auto twice = d.merge_from(t.file("shipped.ffnjit"));
     REQUIRE(twice);

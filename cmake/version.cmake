@@ -1,0 +1,21 @@
+# ffnjit_read_version(<header> <out-var>): "MAJOR.MINOR.PATCH" from the
+# FFNJIT_VERSION_MAJOR/MINOR/PATCH macros of include/ffnjit/ffnjit.h, the single source
+# of the version (python/pyproject.toml reads the same three lines).
+function(ffnjit_read_version header out)
+  file(STRINGS "${header}" lines REGEX "^#define FFNJIT_VERSION_(MAJOR|MINOR|PATCH) +[0-9]+ *$")
+  set(parts "")
+  foreach(part MAJOR MINOR PATCH)
+    set(value "")
+    foreach(line IN LISTS lines)
+      if(line MATCHES "^#define FFNJIT_VERSION_${part} +([0-9]+)")
+        set(value ${CMAKE_MATCH_1})
+      endif()
+    endforeach()
+    if(value STREQUAL "")
+      message(FATAL_ERROR "${header}: no '#define FFNJIT_VERSION_${part} <number>' line; the version is read from there")
+    endif()
+    list(APPEND parts ${value})
+  endforeach()
+  list(JOIN parts "." version)
+  set(${out} ${version} PARENT_SCOPE)
+endfunction()
