@@ -2,10 +2,13 @@
 // Opening, classifying and migrating the file is cache/open.cpp.
 #include "cache/cache.hpp"
 
+#include "support/json.hpp"
+
 #include <chrono>
 
 #include "cache/impl.hpp"
 #include "support/hash.hpp"
+#include "support/json.hpp"
 #include "support/strings.hpp"
 
 namespace ffnjit::cache {
@@ -46,10 +49,13 @@ const char* const kTuningColumns =
 
 namespace {
 
+// Columns of an imported file are untrusted: the shared parser bounds their nesting, so
+// no later dump() or destructor recurses on attacker depth.
 Status parse_json(const std::string& text, const char* column, const std::string& key,
                   nlohmann::json* out) {
-  *out = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (out->is_discarded())
+  auto j = ffnjit::parse_json(text, column);
+  if (j) *out = std::move(*j);
+  if (!j)
     return io_error(
         "record " + key + " is damaged: its " + column +
         " is not JSON; run `ffnjit cache verify`, then `ffnjit cache gc` or tune again");

@@ -1,8 +1,7 @@
 // Command-line parsing for the ffnjit subcommands: declared flags, one-line errors.
 #include "cli/args.hpp"
 
-#include <cerrno>
-#include <cstdlib>
+#include <cstdint>
 #include <sstream>
 
 namespace ffnjit::cli {
@@ -87,23 +86,54 @@ std::string Args::get(const std::string& name) const {
   return "";
 }
 
-Expected<long long> Args::get_int(const std::string& name, long long min, long long max) const {
-  std::string v = get(name);
-  errno = 0;
-  char* end = nullptr;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE)
-    return user_error("--" + name + " must be an integer, got '" + v + "'");
-  if (x < min || x > max)
+std::optional<int64_t> parse_int64(std::string_view s) {
+  const bool neg = !s.empty() && s[0] == '-';
+  const std::string_view digits = s.substr(neg ? 1 : 0);
+  if (digits.empty() || digits.size() > 19) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + uint64_t(c - '0');  // 19 digits cannot overflow 64 bits
+  }
+  if (v > uint64_t(INT64_MAX) + (neg ? 1 : 0)) return std::nullopt;
+  return neg ? int64_t(0 - v) : int64_t(v);
+}
+
+Expected<Shard> parse_shard(const std::string& text) {
+  const auto slash = text.find('/');
+  auto i = parse_int64(std::string_view(text).substr(0, slash));
+  auto n = slash == std::string::npos ? std::nullopt
+                                      : parse_int64(std::string_view(text).substr(slash + 1));
+  if (!i || !n || *i < 0 || *n < 1 || *n > 65536 || *i >= *n)
+    return user_error("--shard " + text +
+                      " is not I/N with integers 0 <= I < N <= 65536, e.g. --shard 0/2");
+  return Shard{int(*i), int(*n)};
+}
+
+Expected<int64_t> Args::get_int64(const std::string& name, int64_t min, int64_t max) const {
+  const std::string v = get(name);
+  const auto x = parse_int64(v);
+  const std::string_view digits = std::string_view(v).substr(!v.empty() && v[0] == '-');
+  const bool is_integer =
+      !digits.empty() && digits.find_first_not_of("0123456789") == std::string_view::npos;
+  if (!x && !is_integer) return user_error("--" + name + " must be an integer, got '" + v + "'");
+  if (!x || *x < min || *x > max)  // !x: an integer beyond 64 bits
     return user_error("--" + name + "=" + v + " is out of range; use a value in [" +
                       std::to_string(min) + ", " + std::to_string(max) + "]");
-  return x;
+  return *x;
+}
+
+Expected<int> Args::get_int(const std::string& name, int min, int max) const {
+  auto x = get_int64(name, min, max);
+  if (!x) return x.error();
+  return int(*x);  // in [min, max], so it fits
 }
 
 std::string Args::help() const {
   std::ostringstream o;
   o << "usage: ffnjit " << command_;
-  for (const auto& p : pos_specs_) o << (p.required ? " <" : " [<") << p.name << (p.required ? ">" : ">]");
+  for (const auto& p : pos_specs_)
+    o << (p.required ? " <" : " [<") << p.name << (p.required ? ">" : ">]");
   if (!specs_.empty()) o << " [options]";
   o << "\n\n" << usage_ << "\n";
   if (!pos_specs_.empty()) o << "\narguments:\n";

@@ -34,19 +34,24 @@ int cmd_demo_checkpoint(const Argv& argv) {
   model::DemoOptions o;
   struct IntOpt {
     const char* name;
-    long long lo, hi;
+    int lo, hi;
+    int* out;
   };
-  long long v[6];
-  const IntOpt ints[] = {{"layers", 1, 1024},    {"d-model", 16, 65536},   {"d-ff", 16, 65536},
-                         {"tokens", 1, 1 << 22}, {"seed", 0, (1LL << 62)}, {"shards", 1, 1000}};
-  for (int i = 0; i < 6; ++i) {
-    auto x = args.get_int(ints[i].name, ints[i].lo, ints[i].hi);
+  int tokens = 0;
+  const IntOpt ints[] = {{"layers", 1, 1024, &o.layers},
+                         {"d-model", 16, 65536, &o.d_model},
+                         {"d-ff", 16, 65536, &o.d_ff},
+                         {"tokens", 1, 1 << 22, &tokens},
+                         {"shards", 1, 1000, &o.shards}};
+  for (const IntOpt& i : ints) {
+    auto x = args.get_int(i.name, i.lo, i.hi);
     if (!x) return report_error(cmd, x.error().message, 2);
-    v[i] = *x;
+    *i.out = *x;
   }
-  o.layers = int(v[0]), o.d_model = int(v[1]), o.d_ff = int(v[2]), o.tokens = v[3],
-  o.seed = uint64_t(v[4]);
-  o.shards = int(v[5]);
+  o.tokens = tokens;
+  auto seed = args.get_int64("seed", 0, int64_t(1) << 62);
+  if (!seed) return report_error(cmd, seed.error().message, 2);
+  o.seed = uint64_t(*seed);
   const std::string dir = args.get("dir");
   std::error_code ec;
   if (std::filesystem::exists(std::filesystem::path(dir) / "config.json", ec) && !args.has("force"))

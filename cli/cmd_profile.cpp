@@ -6,11 +6,11 @@
 
 #include "cli/args.hpp"
 #include "cli/commands.hpp"
-#include "tuner/gpu_gate.hpp"
 #include "model/checkpoint.hpp"
 #include "model/profiler.hpp"
 #include "model/specialize.hpp"
 #include "support/strings.hpp"
+#include "tuner/gpu_gate.hpp"
 
 namespace ffnjit::cli {
 namespace {
@@ -103,8 +103,9 @@ int cmd_profile(const Argv& argv) {
       "a\n"
       "sparsity profile (docs/profile.md): active neurons per token and per (token, tile), "
       "per-tile\n"
-      "quantiles, per-neuron firing counts, dead neurons. The gate is computed on the CPU (fp64\n"
-      "reference, all cores). --specialize also reports the per-layer capacity, the neuron "
+      "quantiles, per-neuron firing counts, dead neurons. The gate is computed on the GPU with\n"
+      "ffnjit's own gate kernel when there is one, else on the CPU (fp64 reference, all cores);\n"
+      "--cpu forces the CPU. --specialize also reports the per-layer capacity, the neuron "
       "permutation\n"
       "that lowers the per-tile peak (before/after), dead neurons and, with --prune-dead, the "
       "measured\n"
@@ -118,7 +119,7 @@ int cmd_profile(const Argv& argv) {
   args.alias("-o", "output");
   args.option("tile-n", "LIST", "tile widths to record, comma-separated",
               std::string("32,64,128,256"));
-  args.option("threads", "N", "CPU threads for the gate (0: all cores)", std::string("0"));
+  args.option("threads", "N", "CPU threads for the CPU gate (0: all cores)", std::string("0"));
   args.flag("cpu", "compute the gate on the CPU (fp64) even when a GPU is present");
   args.option("device", "N", "GPU ordinal for the gate", std::string("0"));
   args.option("held-out", "FRACTION",
@@ -180,7 +181,8 @@ int cmd_profile(const Argv& argv) {
       po.source = "ffnjit profile (gpu gate_pack)";
       po.batch_tokens = 8192;
     } else {
-      std::fprintf(stderr, "ffnjit profile: no GPU (%s); computing the gate on the CPU\n", g.error().message.c_str());
+      std::fprintf(stderr, "ffnjit profile: no GPU (%s); computing the gate on the CPU\n",
+                   g.error().message.c_str());
     }
   }
   auto run = model::profile_checkpoint(*ck, *inputs, po, gate);

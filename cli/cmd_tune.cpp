@@ -11,6 +11,7 @@
 #include "cli/commands.hpp"
 #include "runtime/buckets.hpp"
 #include "runtime/identity.hpp"
+#include "support/json.hpp"
 #include "tuner/plan.hpp"
 #include "tuner/tune.hpp"
 
@@ -84,10 +85,9 @@ int cmd_tune(const Argv& argv) {
     if (!*e) return report_error("tune", e->error().message, 2);
   o.budget_s = double(*budget), o.measure.samples = int(*samples), o.device = int(*device);
   o.tensor_parallel = int(*tp);
-  const std::string shard = args.get("shard");
-  if (std::sscanf(shard.c_str(), "%d/%d", &o.shard, &o.shards) != 2 || o.shards < 1 || o.shard < 0 ||
-      o.shard >= o.shards)
-    return report_error("tune", "--shard " + shard + " is not I/N with 0 <= I < N, e.g. --shard 0/2", 2);
+  auto shard = parse_shard(args.get("shard"));
+  if (!shard) return report_error("tune", shard.error().message, 2);
+  o.shard = shard->index, o.shards = shard->count;
   o.compile_only = args.has("compile-only");
   auto arch = parse_arch(args.get("arch"));
   if (!arch) return report_error("tune", arch.error().message, 2);
@@ -109,7 +109,7 @@ int cmd_tune(const Argv& argv) {
                               {"untuned_us", row.default_us}, {"dense_us", row.dense_us},
                               {"speedup", row.speedup()}, {"untimed", row.untimed}, {"resumed", row.resumed},
                               {"candidates", row.candidates}, {"rejected", row.rejected}});
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", dump_json(j, 2).c_str());  // a non-UTF-8 path becomes U+FFFD, no throw
   } else {
     std::printf("%-14s %-26s %-10s %-52s %10s %10s %10s %8s\n", "layer", "shape", "bucket", "winner", "time_us",
                 "untuned_us", "dense_us", "speedup");

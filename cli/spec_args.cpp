@@ -2,6 +2,7 @@
 #include "cli/spec_args.hpp"
 
 #include "support/strings.hpp"
+#include <climits>
 
 namespace ffnjit::cli {
 
@@ -39,12 +40,13 @@ void add_spec_options(Args& args) {
 Expected<KernelSpec> spec_from_args(const Args& args) {
   if (!args.has("d-model") || !args.has("d-ff"))
     return user_error("--d-model and --d-ff are required; e.g. --d-model 2048 --d-ff 5632");
-  if (args.has("gated") && args.has("non-gated")) return user_error("pass either --gated or --non-gated, not both");
+  if (args.has("gated") && args.has("non-gated"))
+    return user_error("pass either --gated or --non-gated, not both");
   auto d_model = args.get_int("d-model", 1, 1 << 20);
   FFNJIT_TRY(d_model);
   auto d_ff = args.get_int("d-ff", 1, 1 << 24);
   FFNJIT_TRY(d_ff);
-  auto tokens = args.get_int("tokens", 1, 1LL << 31);
+  auto tokens = args.get_int("tokens", 1, INT_MAX);
   FFNJIT_TRY(tokens);
   auto arch = parse_arch(args.get("arch"));
   FFNJIT_TRY(arch);
@@ -78,7 +80,7 @@ Expected<KernelSpec> spec_from_args(const Args& args) {
   } overrides[] = {{"bm", &spec.tile.bm},           {"bk", &spec.tile.bk},
                    {"warps-m", &spec.tile.warps_m}, {"warps-n", &spec.tile.warps_n},
                    {"stages", &spec.tile.stages},   {"threads", &spec.tile.threads},
-                   {"splits", &spec.tile.splits},           {"min-blocks", &spec.tile.min_blocks}};
+                   {"splits", &spec.tile.splits},   {"min-blocks", &spec.tile.min_blocks}};
   for (auto& o : overrides) {
     if (!args.has(o.flag)) continue;
     auto v = args.get_int(o.flag, 1, 1 << 16);

@@ -5,10 +5,11 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
-#include <regex>
 
 #include "support/bf16.hpp"
+#include "support/files.hpp"
 #include "support/hash.hpp"
+#include "support/json.hpp"
 #include "support/strings.hpp"
 
 namespace ffnjit::model {
@@ -21,19 +22,30 @@ namespace {
 // cannot tell (d_ff == d_model): Conv1D (GPT-2) stores [in][out].
 struct Naming {
   const char* name;
-  std::regex re;  // groups: 1 prefix, 2 layer, 3 role, 4 weight|bias
+  const char* layers;  // what precedes the layer number: "layers." or "h."
+  bool mlp;            // ".mlp" between the layer number and the role
+  std::initializer_list<const char*> roles;
   bool gated;
   bool default_transposed;
 };
 
-const std::vector<Naming>& namings() {
-  static const std::vector<Naming> n = {
-      {"llama", std::regex(R"(^(.*?)layers\.(\d+)\.mlp\.(gate_proj|up_proj|down_proj)\.(weight)$)"),
-       true, false},
-      {"opt", std::regex(R"(^(.*?)layers\.(\d+)\.(fc1|fc2)\.(weight|bias)$)"), false, false},
-      {"gpt2", std::regex(R"(^(.*?)h\.(\d+)\.mlp\.(c_fc|c_proj)\.(weight|bias)$)"), false, true},
-  };
-  return n;
+const Naming kNamings[] = {
+    {"llama", "layers.", true, {"gate_proj", "up_proj", "down_proj"}, true, false},
+    {"opt", "layers.", false, {"fc1", "fc2"}, false, false},
+    {"gpt2", "h.", true, {"c_fc", "c_proj"}, false, true},
+};
+
+const Naming* naming_named(const char* name) {
+  for (const Naming& n : kNamings)
+    if (std::string_view(n.name) == name) return &n;
+  return nullptr;
+}
+
+// Removes `suffix` from the end of `s` if it is there.
+bool eat(std::string_view& s, std::string_view suffix) {
+  if (s.size() < suffix.size() || s.substr(s.size() - suffix.size()) != suffix) return false;
+  s.remove_suffix(suffix.size());
+  return true;
 }
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -99,6 +111,14 @@ Status check_bias(const st::TensorInfo& t, int64_t want) {
   return {};
 }
 
+std::string layer_count(const std::map<int, Found>& layers) {
+  return std::to_string(layers.size()) + " layers (" +
+         (layers.empty() ? std::string("none")
+                         : std::to_string(layers.begin()->first) + ".." +
+                               std::to_string(layers.rbegin()->first)) +
+         ")";
+}
+
 void sample_bytes(Sha256& h, std::string_view raw) {
   // Enough to tell fine-tunes apart without reading gigabytes: the whole tensor
   // when small, else 16 evenly spaced 4 KiB windows.
@@ -112,6 +132,53 @@ void sample_bytes(Sha256& h, std::string_view raw) {
 }
 
 }  // namespace
+
+Expected<std::optional<FfnTensorName>> match_ffn_tensor(std::string_view name) {
+  if (name.size() > st::kMaxTensorNameBytes)
+    return user_error("a tensor name of " + std::to_string(name.size()) + " bytes ('" +
+                      text_excerpt(name, 60) + "') is longer than the limit of " +
+                      std::to_string(st::kMaxTensorNameBytes) + " bytes");
+  // Parsed from the end: the suffix after the layer number is one of a few fixed
+  // strings, the number is the run of digits before it, and the prefix is what is
+  // left in front of "layers." / "h.". This is what the anchored patterns
+  // ^(.*?)layers\.(\d+)\.mlp\.(gate_proj|...)\.(weight|bias)$ accept, without a
+  // backtracking regex (std::regex recursed once per character: a 47k-character name
+  // overflowed the stack).
+  std::string_view rest = name;
+  bool bias = false;
+  if (eat(rest, ".bias"))
+    bias = true;
+  else if (!eat(rest, ".weight"))
+    return std::optional<FfnTensorName>();
+  for (const Naming& n : kNamings)
+    for (const char* role : n.roles) {
+      std::string_view s = rest;
+      if (!eat(s, "." + std::string(role)) || (n.mlp && !eat(s, ".mlp"))) continue;
+      size_t digits = 0;
+      while (digits < s.size() && s[s.size() - 1 - digits] >= '0' &&
+             s[s.size() - 1 - digits] <= '9')
+        ++digits;
+      if (digits == 0) continue;
+      const std::string_view number = s.substr(s.size() - digits);
+      s.remove_suffix(digits);
+      if (!eat(s, n.layers)) continue;
+      if (digits > 6)
+        return user_error("tensor '" + std::string(name) + "' has an implausible layer number");
+      if (digits > 1 && number[0] == '0')
+        return user_error("tensor '" + std::string(name) + "' writes layer " +
+                          std::to_string(std::stoi(std::string(number))) + " as '" +
+                          std::string(number) + "'; layer numbers have no leading zeros (" +
+                          n.layers + "1 and " + n.layers + "01 would be the same layer)");
+      FfnTensorName out;
+      out.naming = n.name;
+      out.prefix = std::string(s);
+      out.layer = std::stoi(std::string(number));
+      out.role = role;
+      out.bias = bias;
+      return std::optional<FfnTensorName>(std::move(out));
+    }
+  return std::optional<FfnTensorName>();
+}
 
 Expected<ModelInfo> discover(const json& config, const st::Store& store) {
   if (!config.is_object()) return user_error("config.json: must be a JSON object");
@@ -131,23 +198,25 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
   std::string prefix;
   std::map<int, Found> layers;
   for (const std::string& name : store.names()) {
-    for (const Naming& n : namings()) {
-      std::smatch m;
-      if (!std::regex_match(name, m, n.re)) continue;
-      if (naming && naming != &n)
-        return user_error("checkpoint mixes FFN naming schemes ('" + std::string(naming->name) +
-                          "' and '" + n.name + "' at '" + name +
-                          "'); ffnjit handles one decoder stack per checkpoint");
-      if (naming && prefix != m[1].str())
-        return user_error("FFN tensors under two prefixes ('" + prefix + "' and '" + m[1].str() +
-                          "'); ffnjit handles one decoder stack per checkpoint");
-      naming = &n;
-      prefix = m[1].str();
-      const std::string layer = m[2].str();
-      if (layer.size() > 6)
-        return user_error("tensor '" + name + "' has an implausible layer number");
-      layers[std::stoi(layer)].roles[m[3].str() + "." + m[4].str()] = name;
-    }
+    auto m = match_ffn_tensor(name);
+    if (!m) return m.error();
+    if (!*m) continue;
+    const Naming* n = naming_named((*m)->naming);
+    if (naming && naming != n)
+      return user_error("checkpoint mixes FFN naming schemes ('" + std::string(naming->name) +
+                        "' and '" + n->name + "' at '" + name +
+                        "'); ffnjit handles one decoder stack per checkpoint");
+    if (naming && prefix != (*m)->prefix)
+      return user_error("FFN tensors under two prefixes ('" + prefix + "' and '" + (*m)->prefix +
+                        "'); ffnjit handles one decoder stack per checkpoint");
+    naming = n;
+    prefix = (*m)->prefix;
+    const std::string role = (*m)->role + ((*m)->bias ? ".bias" : ".weight");
+    // With one prefix and canonical layer numbers, (layer, role) names one tensor; the
+    // check keeps it so should the grammar ever allow two spellings.
+    if (auto [it, fresh] = layers[(*m)->layer].roles.emplace(role, name); !fresh)
+      return user_error("tensors '" + it->second + "' and '" + name + "' are both layer " +
+                        std::to_string((*m)->layer) + "'s " + role + "; remove one");
   }
   if (!naming)
     return user_error(
@@ -165,11 +234,13 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
                : config.contains("activation_function") ? "activation_function"
                                                         : "hidden_activation")
             : "hidden_act";
+  // config.json strings reach messages and notes only as excerpts.
+  const auto act_shown = [&] { return text_excerpt(act, 60); };
   if (info.model_type == "llama_sparse_relu") {
     if (act != "relu")
       info.notes.push_back(
           "model_type llama_sparse_relu (SparseLM): the FFN gate is ReLU although " + act_key +
-          " says '" + act + "'");
+          " says '" + act_shown() + "'");
     act = "relu";
   } else if (act.empty()) {
     act = naming->gated ? "silu"
@@ -177,16 +248,16 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
   }
   if (act == "squared_relu") act = "relu2";  // Megatron's name for it
   if (act != "relu" && act != "relu2" && act != "fatrelu") {
-    const std::string who =
-        info.model_type.empty() ? "this model" : "model_type '" + info.model_type + "'";
+    const std::string who = info.model_type.empty()
+                                ? "this model"
+                                : "model_type '" + text_excerpt(info.model_type, 60) + "'";
     return unsupported(
-        who + " uses " + act_key + " '" + act +
+        who + " uses " + act_key + " '" + act_shown() +
         "', not ReLU: the sparsity kernels skip neurons whose " +
         (naming->gated ? "gate" : "activation") +
         " is zero, which is exact only when a ReLU makes inactive neurons exactly 0 (ffnjit serves "
-        "relu, "
-        "relu2 and fatrelu); with '" +
-        act +
+        "relu, relu2 and fatrelu); with '" +
+        act_shown() +
         "' every neuron contributes. Use a ReLU-fied checkpoint (e.g. a SparseLM model, model_type "
         "llama_sparse_relu) or run this model with a dense library");
   }
@@ -203,9 +274,13 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
 
   const int hidden_sz = info.hidden_size;
   int expected = -1;
-  if (const json* n = first_of(config, {"num_hidden_layers", "n_layer", "num_layers"});
-      n && n->is_number_unsigned())
-    expected = int(std::min<uint64_t>(n->get<uint64_t>(), 1u << 20));
+  std::string layers_key = "num_hidden_layers";
+  for (const char* k : {"num_hidden_layers", "n_layer", "num_layers"})
+    if (const json* n = first_of(config, {k}); n && n->is_number_unsigned()) {
+      expected = int(std::min<uint64_t>(n->get<uint64_t>(), 1u << 20));
+      layers_key = k;
+      break;
+    }
   for (int i = 0; i < int(layers.size()); ++i)
     if (!layers.count(i))
       return user_error("FFN weights of layer " + std::to_string(i) + " are missing (found " +
@@ -215,6 +290,11 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
     return user_error("config.json says " + std::to_string(expected) +
                       " layers but FFN weights were found for " + std::to_string(layers.size()) +
                       "; the checkpoint is incomplete (a missing shard?)");
+  if (expected >= 0 && int(layers.size()) > expected)
+    return user_error("FFN weights were found for " + layer_count(layers) + " but config.json's " +
+                      layers_key + " says " + std::to_string(expected) +
+                      "; the weights and the config disagree (fix num_hidden_layers or remove "
+                      "the extra layers' tensors)");
 
   const bool gpt2 = info.naming == "gpt2";
   const std::string in_role = naming->gated ? "up_proj" : (gpt2 ? "c_fc" : "fc1");
@@ -260,16 +340,23 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
         return user_error("layer " + std::to_string(idx) + ": '" + L.gate + "' " +
                           shape_str((*gate)->shape) + " and '" + L.up + "' " +
                           shape_str((*up)->shape) + " disagree on d_ff");
-    } else {
-      if (auto it = f.roles.find(in_role + ".bias"); it != f.roles.end()) {
-        FFNJIT_TRY(check_bias(*store.find(it->second)->info, d_ff));
-        L.up_bias = it->second;
-      }
-      if (auto it = f.roles.find(out_role + ".bias"); it != f.roles.end()) {
-        FFNJIT_TRY(check_bias(*store.find(it->second)->info, hidden_sz));
-        L.down_bias = it->second;
-      }
     }
+    auto bias = [&](const std::string& role, int64_t want, std::string* out) -> Status {
+      if (auto it = f.roles.find(role + ".bias"); it != f.roles.end()) {
+        FFNJIT_TRY(check_bias(*store.find(it->second)->info, want));
+        *out = it->second;
+      }
+      return {};
+    };
+    if (naming->gated) FFNJIT_TRY(bias("gate_proj", d_ff, &L.gate_bias));
+    FFNJIT_TRY(bias(in_role, d_ff, &L.up_bias));
+    FFNJIT_TRY(bias(out_role, hidden_sz, &L.down_bias));
+    // transformers' mlp_bias gives gate_proj, up_proj and down_proj a bias together.
+    if (naming->gated && L.has_bias() &&
+        (L.gate_bias.empty() || L.up_bias.empty() || L.down_bias.empty()))
+      return user_error("layer " + std::to_string(idx) + " has biases for only some of " +
+                        "gate_proj, up_proj and down_proj; a Llama-style MLP (mlp_bias) has all "
+                        "three or none");
     L.d_ff = d_ff;
     if (L.gate_transposed || L.up_transposed || L.down_transposed)
       transposed_layers.push_back(std::to_string(idx));
@@ -283,11 +370,9 @@ Expected<ModelInfo> discover(const json& config, const st::Store& store) {
   // Fingerprint: canonical config, every tensor's description, samples of the FFN bytes.
   Sha256 h;
   h.update("ffnjit-checkpoint-fingerprint-v1\n");
-  try {
-    h.update(config.dump());
-  } catch (const json::exception& e) {
-    return user_error(std::string("config.json: cannot be canonicalized: ") + e.what());
-  }
+  // Cannot recurse deeply (parse_json bounds the nesting) nor throw (parsed JSON is
+  // UTF-8; a caller's tree with other bytes gets U+FFFD).
+  h.update(dump_json(config));
   h.update("\n");
   for (const std::string& name : store.names()) {
     const st::TensorInfo& t = *store.find(name)->info;
@@ -307,20 +392,19 @@ Expected<Checkpoint> Checkpoint::open(const std::string& path) {
     return user_error(
         path + ": not a directory; a checkpoint is a directory with config.json and *.safetensors");
   const std::string cfg_path = (fs::path(path) / "config.json").string();
-  std::string text;
-  if (!read_file(cfg_path, &text))
-    return not_found(cfg_path + ": missing; a checkpoint directory needs config.json");
-  json cfg;
-  try {
-    cfg = json::parse(text);
-  } catch (const json::exception& e) {
-    return user_error(cfg_path + ": not valid JSON: " + e.what());
+  auto text = read_input_file(cfg_path, "config.json", kMaxConfigJsonBytes);
+  if (!text) {
+    if (text.error().kind == ErrorKind::kNotFound)
+      return not_found(cfg_path + ": missing; a checkpoint directory needs config.json");
+    return text.error();
   }
+  auto cfg = parse_json(*text, cfg_path + ": not valid JSON");
+  if (!cfg) return cfg.error();
   auto store = st::Store::open(path);
   if (!store) return store.error();
   Checkpoint c(std::move(*store));
   c.path_ = path;
-  c.config_ = std::move(cfg);
+  c.config_ = std::move(*cfg);
   auto info = discover(c.config_, c.store_);
   if (!info) return Error{info.error().kind, path + ": " + info.error().message};
   c.info_ = std::move(*info);

@@ -16,12 +16,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "model/safetensors.hpp"
 #include "support/bf16.hpp"
+#include "support/files.hpp"
+#include "support/json.hpp"
 #include "support/rng.hpp"
 
 namespace ffnjit::model {
@@ -204,10 +205,7 @@ Status write_demo_checkpoint(const std::string& dir, const DemoOptions& o) {
       {"density", o.density},
       {"dead_fraction", o.dead_fraction},
       {"note", "synthetic weights from `ffnjit demo-checkpoint`; see docs/model.md"}};
-  std::ofstream f(fs::path(dir) / "config.json");
-  f << cfg.dump(2) << "\n";
-  if (!f.flush()) return io_error(dir + "/config.json: write failed");
-  return {};
+  return write_file_atomically((fs::path(dir) / "config.json").string(), dump_json(cfg, 2) + "\n");
 }
 
 }  // namespace ffnjit::model

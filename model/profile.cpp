@@ -5,6 +5,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "support/files.hpp"
+#include "support/json.hpp"
 #include "support/strings.hpp"
 
 namespace ffnjit::profile {
@@ -101,7 +103,7 @@ void pretty(const ojson& j, int indent, std::string& out) {
     out += "{\n";
     size_t i = 0;
     for (auto it = j.begin(); it != j.end(); ++it, ++i) {
-      out += pad + "  " + ojson(it.key()).dump() + ": ";
+      out += pad + "  " + dump_json(ojson(it.key())) + ": ";
       pretty(it.value(), indent + 1, out);
       out += i + 1 < j.size() ? ",\n" : "\n";
     }
@@ -115,7 +117,7 @@ void pretty(const ojson& j, int indent, std::string& out) {
     }
     out += pad + "]";
   } else {
-    out += j.dump();
+    out += dump_json(j);  // never throws: a caller's non-UTF-8 string becomes U+FFFD
   }
 }
 
@@ -162,12 +164,7 @@ std::string to_json(const Profile& p) {
 }
 
 Status write(const std::string& path, const Profile& p) {
-  const std::string text = to_json(p);
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) return io_error(path + ": cannot create the profile file (does the directory exist?)");
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !ok) return io_error(path + ": write failed (disk full?)");
-  return {};
+  return write_file_atomically(path, to_json(p));
 }
 
 // ---- strict reader ----
@@ -194,13 +191,13 @@ struct Node {
     for (auto it = j.begin(); it != j.end(); ++it)
       if (std::find_if(keys.begin(), keys.end(), [&](const char* k) { return it.key() == k; }) ==
           keys.end())
-        return err("unknown field '" + it.key() + "' (this reader knows version " +
-                   std::to_string(kVersion) + ")");
+        return err("unknown field '" + text_excerpt(it.key(), 80) +
+                   "' (this reader knows version " + std::to_string(kVersion) + ")");
     return {};
   }
   Expected<uint64_t> u64(uint64_t max = UINT64_MAX) const {
     if (!j.is_number_unsigned())
-      return err("must be a non-negative integer, got " + j.dump().substr(0, 40));
+      return err("must be a non-negative integer, got " + json_excerpt(j, 40));
     const uint64_t v = j.get<uint64_t>();
     if (v > max)
       return err(std::to_string(v) + " is out of range (at most " + std::to_string(max) + ")");
@@ -254,7 +251,7 @@ Expected<Histogram> read_hist(const Node& n, uint32_t max_value, uint64_t total)
   auto mean = n.at("mean").number();
   if (!mean) return mean.error();
   if (!close(*mean, s.mean))
-    return n.at("mean").err("is " + n.at("mean").j.dump() + " but the histogram gives " +
+    return n.at("mean").err("is " + json_excerpt(n.at("mean").j) + " but the histogram gives " +
                             std::to_string(s.mean));
   const std::pair<const char*, uint32_t> q[] = {
       {"p50", s.p50}, {"p90", s.p90}, {"p99", s.p99}, {"p999", s.p999}, {"max", s.max}};
@@ -397,7 +394,7 @@ Expected<LayerProfile> read_layer(const Node& n) {
   if (!frac) return frac.error();
   if (!close(*frac, double(l.dead_neurons.size()) / l.d_ff))
     return n.at("dead_fraction")
-        .err("is " + n.at("dead_fraction").j.dump() + " but dead_neurons gives " +
+        .err("is " + json_excerpt(n.at("dead_fraction").j) + " but dead_neurons gives " +
              std::to_string(double(l.dead_neurons.size()) / l.d_ff));
   return l;
 }
@@ -405,12 +402,9 @@ Expected<LayerProfile> read_layer(const Node& n) {
 }  // namespace
 
 Expected<Profile> parse(std::string_view text, const std::string& label) {
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    return user_error(label + ": not valid JSON: " + e.what());
-  }
+  auto parsed = parse_json(text, label + ": not valid JSON");
+  if (!parsed) return parsed.error();
+  const json& j = *parsed;
   const Node root{j, "", label};
   if (!j.is_object())
     return user_error(label + ": a profile is a JSON object; see docs/profile.md");
@@ -421,7 +415,7 @@ Expected<Profile> parse(std::string_view text, const std::string& label) {
   if (!j.contains("version") || !j["version"].is_number_unsigned())
     return user_error(label + ": version: missing or not a non-negative integer");
   if (j["version"].get<uint64_t>() != uint64_t(kVersion))
-    return user_error(label + ": version: " + j["version"].dump() +
+    return user_error(label + ": version: " + json_excerpt(j["version"]) +
                       " is not the version this ffnjit reads (" + std::to_string(kVersion) +
                       "); re-create the profile with this ffnjit");
   FFNJIT_TRY(root.fields({"format", "version", "checkpoint", "source", "layers"}));
@@ -452,9 +446,13 @@ Expected<Profile> parse(std::string_view text, const std::string& label) {
 }
 
 Expected<Profile> read(const std::string& path) {
-  std::string text;
-  if (!read_file(path, &text)) return not_found(path + ": cannot read the profile");
-  return parse(text, path);
+  auto text = read_input_file(path, "a profile", kMaxProfileJsonBytes);
+  if (!text) {
+    if (text.error().kind == ErrorKind::kNotFound)
+      return not_found(path + ": cannot read the profile: no such file");
+    return text.error();
+  }
+  return parse(*text, path);
 }
 
 // ---- builder ----
@@ -557,8 +555,7 @@ Status Builder::add_active(int layer, const ActiveSets& batch) {
   return {};
 }
 
-namespace {
-}  // namespace
+namespace {}  // namespace
 
 Histogram from_dense(const uint64_t* counts, size_t n) {
   Histogram h;

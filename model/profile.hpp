@@ -76,9 +76,15 @@ struct Profile {
 std::string to_json(const Profile& p);
 // Strict: unknown or missing fields, wrong types, out-of-range values and derived
 // fields that disagree with their histograms are errors naming the field's path
-// (e.g. "layers[2].tilings[1].tile_max[7]").
+// (e.g. "layers[2].tilings[1].tile_max[7]"). JSON nesting deeper than kMaxJsonDepth
+// (64, support/json.hpp) is refused before the tree is built; messages quote at most
+// a short excerpt of a bad value.
 Expected<Profile> parse(std::string_view json_text, const std::string& label = "profile");
+// Atomically: a temporary file in the same directory, renamed over `path` (a symlink
+// at `path` is replaced, never written through).
 Status write(const std::string& path, const Profile& p);
+// `path` must be a regular file of at most kMaxProfileJsonBytes (256 MiB,
+// support/files.hpp).
 Expected<Profile> read(const std::string& path);
 
 // Active neurons of a batch of tokens in CSR form: token t's neurons are

@@ -4,10 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <regex>
 #include <thread>
 
 #include "support/bf16.hpp"
+#include "support/json.hpp"
+#include "support/strings.hpp"
 
 namespace ffnjit::model {
 
@@ -18,6 +19,7 @@ GateFn cpu_gate(int threads) {
   return [threads](const LayerWeights& w, const uint16_t* x, int64_t tokens,
                    float* gate) -> Status {
     const uint16_t* wg = w.gated ? w.wg.data() : w.wu.data();
+    const std::vector<float>& bias = w.gated ? w.gate_bias : w.up_bias;
     const int D = w.d_model;
     std::vector<float> wf(size_t(w.d_ff) * D);
     for (size_t i = 0; i < wf.size(); ++i) wf[i] = bf16_to_float(wg[i]);
@@ -39,7 +41,6 @@ GateFn cpu_gate(int threads) {
             for (; k < D; ++k) acc[0] += double(xf[k] * r[k]);
             const double g =
                 ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-            const std::vector<float>& bias = w.gated ? w.gate_bias : w.up_bias;
             out[j] = float(g + (bias.empty() ? 0.0 : double(bias[j])));
             if (w.activation == ref::Activation::kFatRelu && out[j] <= w.activation_threshold)
               out[j] = 0.0f;
@@ -53,16 +54,26 @@ GateFn cpu_gate(int threads) {
 
 Expected<std::vector<LayerInputs>> load_layer_inputs(const st::Store& inputs,
                                                      const ModelInfo& info) {
-  static const std::regex re(R"(^layers\.(\d{1,6})\.input$)");
   std::vector<LayerInputs> out;
   std::vector<std::string> unknown;
   for (const std::string& name : inputs.names()) {
-    std::smatch m;
-    if (!std::regex_match(name, m, re)) {
-      unknown.push_back(name);
+    // layers.<1 to 6 digits>.input, matched by hand (linear, unlike std::regex).
+    const std::string_view pre = "layers.", post = ".input";
+    const std::string_view num =
+        name.size() > pre.size() + post.size() && starts_with(name, pre) &&
+                name.compare(name.size() - post.size(), post.size(), post) == 0
+            ? std::string_view(name).substr(pre.size(), name.size() - pre.size() - post.size())
+            : std::string_view();
+    if (num.empty() || num.size() > 6 ||
+        num.find_first_not_of("0123456789") != std::string_view::npos) {
+      unknown.push_back(text_excerpt(name, 120));
       continue;
     }
-    const int layer = std::stoi(m[1].str());
+    if (num.size() > 1 && num[0] == '0')
+      return user_error("inputs tensor '" + name + "' writes layer " +
+                        std::to_string(std::stoi(std::string(num))) + " as '" + std::string(num) +
+                        "'; layer numbers have no leading zeros");
+    const int layer = std::stoi(std::string(num));
     const FfnLayer* L = nullptr;
     for (const auto& l : info.layers)
       if (l.index == layer) L = &l;

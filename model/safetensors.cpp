@@ -1,9 +1,7 @@
 // safetensors files: strict header validation, memory-mapped reading (single and sharded), writing.
 #include "model/safetensors.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,11 +10,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <set>
+#include <numeric>
 
 #include "support/bf16.hpp"
+#include "support/files.hpp"
+#include "support/json.hpp"
 #include "support/strings.hpp"
 
 namespace ffnjit::st {
@@ -51,28 +50,6 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return o + "]";
 }
 
-// Parses JSON and reports a key that appears twice in any object: nlohmann would
-// silently keep the last one, and a file whose tensors are ambiguous must be refused.
-Expected<json> parse_json_no_duplicates(std::string_view text, const std::string& what) {
-  std::vector<std::set<std::string>> keys;
-  std::string duplicate;
-  auto cb = [&](int /*depth*/, json::parse_event_t ev, json& parsed) {
-    if (ev == json::parse_event_t::object_start) keys.emplace_back();
-    if (ev == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
-    if (ev == json::parse_event_t::key && !keys.empty() && duplicate.empty())
-      if (!keys.back().insert(parsed.get<std::string>()).second)
-        duplicate = parsed.get<std::string>();
-    return true;
-  };
-  try {
-    json j = json::parse(text.begin(), text.end(), cb);
-    if (!duplicate.empty()) return user_error(what + ": key '" + duplicate + "' appears twice");
-    return j;
-  } catch (const json::exception& e) {
-    return user_error(what + ": " + e.what());
-  }
-}
-
 uint64_t read_u64_le(const char* p) {
   uint64_t v;
   std::memcpy(&v, p, 8);
@@ -96,7 +73,7 @@ size_t dtype_size(Dtype d) {
 Expected<Dtype> parse_dtype(std::string_view code) {
   for (const auto& r : kDtypes)
     if (code == r.code) return r.d;
-  return user_error("unknown dtype '" + std::string(code) + "'");
+  return user_error("unknown dtype '" + text_excerpt(code, 40) + "'");
 }
 
 bool is_float_dtype(Dtype d) {
@@ -110,17 +87,18 @@ uint64_t TensorInfo::numel() const {
 }
 
 const TensorInfo* Header::find(std::string_view name) const {
-  for (const auto& t : tensors)
-    if (t.name == name) return &t;
-  return nullptr;
+  // Binary search over the name order: a sharded index looks up every tensor it lists.
+  auto it = std::lower_bound(by_name.begin(), by_name.end(), name,
+                             [&](size_t i, std::string_view n) { return tensors[i].name < n; });
+  return it != by_name.end() && tensors[*it].name == name ? &tensors[*it] : nullptr;
 }
 
 Expected<Header> parse_header_json(std::string_view text, uint64_t data_bytes,
                                    const std::string& label) {
   if (text.empty() || text[0] != '{')
     return bad(label, "the header does not start with '{' (it must be a JSON object)");
-  auto parsed =
-      parse_json_no_duplicates(text, label + ": not a valid safetensors file: header JSON");
+  auto parsed = parse_json(text, label + ": not a valid safetensors file: header JSON",
+                           {.refuse_duplicate_keys = true});
   if (!parsed) return parsed.error();
   const json& j = *parsed;
   if (!j.is_object()) return bad(label, "the header is not a JSON object");
@@ -135,19 +113,23 @@ Expected<Header> parse_header_json(std::string_view text, uint64_t data_bytes,
       if (!v.is_object()) return bad(label, "__metadata__ must be an object of string values");
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string())
-          return bad(label, "__metadata__ key '" + m.key() + "' has a " + m.value().type_name() +
-                                " value; metadata values must be strings");
+          return bad(label, "__metadata__ key '" + text_excerpt(m.key(), 80) + "' has a " +
+                                m.value().type_name() + " value; metadata values must be strings");
         h.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
+    if (name.size() > kMaxTensorNameBytes)
+      return bad(label, "a tensor name of " + std::to_string(name.size()) + " bytes ('" +
+                            text_excerpt(name, 60) + "') is longer than the limit of " +
+                            std::to_string(kMaxTensorNameBytes) + " bytes");
     const std::string t = "tensor '" + name + "': ";
     if (!v.is_object())
       return bad(label, t + "its entry must be an object with dtype, shape, data_offsets");
     for (auto f = v.begin(); f != v.end(); ++f)
       if (f.key() != "dtype" && f.key() != "shape" && f.key() != "data_offsets")
-        return bad(label,
-                   t + "unknown field '" + f.key() + "' (allowed: dtype, shape, data_offsets)");
+        return bad(label, t + "unknown field '" + text_excerpt(f.key(), 80) +
+                              "' (allowed: dtype, shape, data_offsets)");
     if (!v.contains("dtype") || !v["dtype"].is_string())
       return bad(label, t + "dtype missing or not a string");
     if (!v.contains("shape") || !v["shape"].is_array())
@@ -161,17 +143,18 @@ Expected<Header> parse_header_json(std::string_view text, uint64_t data_bytes,
     if (!d) return bad(label, t + d.error().message);
     info.dtype = *d;
     uint64_t numel = 1;
+    const auto shape_text = [&] { return "shape " + json_excerpt(v["shape"]); };
     for (const json& s : v["shape"]) {
       if (!s.is_number_unsigned())
-        return bad(label, t + "shape " + v["shape"].dump() + " must hold non-negative integers");
+        return bad(label, t + shape_text() + " must hold non-negative integers");
       const uint64_t dim = s.get<uint64_t>();
       if (dim > uint64_t(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel))
-        return bad(label, t + "shape " + v["shape"].dump() + " overflows 64 bits");
+        return bad(label, t + shape_text() + " overflows 64 bits");
       info.shape.push_back(int64_t(dim));
     }
     uint64_t nbytes;
     if (__builtin_mul_overflow(numel, dtype_size(info.dtype), &nbytes))
-      return bad(label, t + "shape " + v["shape"].dump() + " overflows 64 bits in bytes");
+      return bad(label, t + shape_text() + " overflows 64 bits in bytes");
     for (const json& o : v["data_offsets"])
       if (!o.is_number_unsigned())
         return bad(label, t + "data_offsets must be non-negative integers");
@@ -219,6 +202,10 @@ Expected<Header> parse_header_json(std::string_view text, uint64_t data_bytes,
                           (prev ? " '" + prev->name + "'" : std::string()) +
                           " (the data section holds " + std::to_string(data_bytes) +
                           " bytes, the tensors " + std::to_string(pos) + ")");
+  h.by_name.resize(h.tensors.size());
+  std::iota(h.by_name.begin(), h.by_name.end(), size_t(0));
+  std::sort(h.by_name.begin(), h.by_name.end(),
+            [&](size_t a, size_t b) { return h.tensors[a].name < h.tensors[b].name; });
   return h;
 }
 
@@ -239,30 +226,18 @@ Expected<Header> parse_file_image(std::string_view bytes, const std::string& lab
 // ---- File ----
 
 Expected<File> File::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == ENOENT) return not_found(path + ": no such file");
-    return io_error(path + ": cannot open: " + std::strerror(e));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return user_error(path + ": not a regular file");
-  }
+  // Memory-mapped, so no size cap beyond the header's; a FIFO or device is refused.
+  auto in = InputFile::open(path, "a safetensors file", kNoSizeCap);
+  if (!in) return in.error();
   File f;
   f.path_ = path;
-  f.map_size_ = size_t(st.st_size);
+  f.map_size_ = size_t(in->size());
   if (f.map_size_ > 0) {
-    void* p = ::mmap(nullptr, f.map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int e = errno;
-      ::close(fd);
-      return io_error(path + ": cannot memory-map: " + std::strerror(e));
-    }
+    void* p = ::mmap(nullptr, f.map_size_, PROT_READ, MAP_PRIVATE, in->fd(), 0);
+    if (p == MAP_FAILED) return io_error(path + ": cannot memory-map: " + std::strerror(errno));
     f.map_ = static_cast<const char*>(p);
   }
-  ::close(fd);  // the mapping keeps the file alive
+  // Closing the descriptor (when `in` goes) leaves the mapping and the file alive.
   auto h = parse_file_image(std::string_view(f.map_ ? f.map_ : "", f.map_size_), path);
   if (!h) return h.error();
   f.header_ = std::move(*h);
@@ -304,9 +279,10 @@ Expected<Store> Store::open(const std::string& path) {
   if (fs::is_directory(path, ec)) {
     const std::string index = (fs::path(path) / "model.safetensors.index.json").string();
     if (fs::exists(index, ec)) {
-      std::string text;
-      if (!read_file(index, &text)) return io_error(index + ": cannot read");
-      auto parsed = parse_json_no_duplicates(text, index + ": not a valid index");
+      auto text = read_input_file(index, "model.safetensors.index.json", kMaxIndexJsonBytes);
+      if (!text) return text.error();
+      auto parsed =
+          parse_json(*text, index + ": not a valid index", {.refuse_duplicate_keys = true});
       if (!parsed) return parsed.error();
       const json& j = *parsed;
       if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
@@ -318,16 +294,18 @@ Expected<Store> Store::open(const std::string& path) {
           return user_error(index + ": not a valid index: \"metadata\" must be an object");
         for (auto m = j["metadata"].begin(); m != j["metadata"].end(); ++m)
           s.metadata_[m.key()] =
-              m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+              m.value().is_string() ? m.value().get<std::string>() : dump_json(m.value());
       }
       std::map<std::string, File*> shards;
       for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+        const std::string name = text_excerpt(it.key(), 200);  // for messages
         if (!it.value().is_string())
-          return user_error(index + ": not a valid index: weight_map entry '" + it.key() +
+          return user_error(index + ": not a valid index: weight_map entry '" + name +
                             "' is not a file name");
         const std::string shard = it.value().get<std::string>();
         if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
-          return user_error(index + ": weight_map entry '" + it.key() + "' names '" + shard +
+          return user_error(index + ": weight_map entry '" + name + "' names '" +
+                            text_excerpt(shard, 200) +
                             "'; shards must be plain file names in the checkpoint directory");
         File*& f = shards[shard];
         if (!f) {
@@ -340,7 +318,7 @@ Expected<Store> Store::open(const std::string& path) {
         }
         const TensorInfo* info = f->header().find(it.key());
         if (!info)
-          return user_error(index + ": maps tensor '" + it.key() + "' to " + shard +
+          return user_error(index + ": maps tensor '" + name + "' to " + shard +
                             ", which does not hold it; the index and the shards disagree "
                             "(re-export the checkpoint)");
         s.tensors_[it.key()] = TensorRef{f, info};
@@ -469,6 +447,10 @@ Expected<std::string> serialize(const std::vector<WriteTensor>& tensors,
     const WriteTensor& t = *order[i];
     if (t.name.empty() || t.name == "__metadata__")
       return user_error("cannot write a tensor named '" + t.name + "'; pick another name");
+    if (t.name.size() > kMaxTensorNameBytes)
+      return user_error("cannot write tensor '" + text_excerpt(t.name, 60) + "': its name has " +
+                        std::to_string(t.name.size()) + " bytes, more than readers accept (" +
+                        std::to_string(kMaxTensorNameBytes) + ")");
     if (i && order[i - 1]->name == t.name)
       return user_error("tensor '" + t.name + "' is listed twice");
     uint64_t numel = 1;
@@ -488,7 +470,14 @@ Expected<std::string> serialize(const std::vector<WriteTensor>& tensors,
                  {"data_offsets", {pos, pos + t.bytes.size()}}};
     pos += t.bytes.size();
   }
-  std::string header = h.dump();
+  std::string header;
+  try {
+    header = h.dump();
+  } catch (const json::exception&) {  // type_error 316: a name or value that is not UTF-8
+    return user_error(
+        "cannot write a tensor name or metadata string that is not valid UTF-8 (the format's "
+        "header is UTF-8 JSON)");
+  }
   header.append((8 - header.size() % 8) % 8, ' ');  // data section starts 8-byte aligned
   std::string out(8, '\0');
   const uint64_t n = header.size();
@@ -499,27 +488,11 @@ Expected<std::string> serialize(const std::vector<WriteTensor>& tensors,
   return out;
 }
 
-namespace {
-Status write_atomically(const std::string& path, std::string_view bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream o(tmp, std::ios::binary | std::ios::trunc);
-    if (!o) return io_error(tmp + ": cannot create (does the directory exist and is it writable?)");
-    o.write(bytes.data(), std::streamsize(bytes.size()));
-    if (!o.flush()) return io_error(tmp + ": write failed (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return io_error(path + ": cannot rename from " + tmp + ": " + ec.message());
-  return {};
-}
-}  // namespace
-
 Status write_file(const std::string& path, const std::vector<WriteTensor>& tensors,
                   const std::map<std::string, std::string>& metadata) {
   auto img = serialize(tensors, metadata);
   if (!img) return img.error();
-  return write_atomically(path, *img);
+  return write_file_atomically(path, *img);
 }
 
 Status write_sharded(const std::string& dir, const std::vector<WriteTensor>& tensors, int shards,
@@ -553,8 +526,8 @@ Status write_sharded(const std::string& dir, const std::vector<WriteTensor>& ten
     FFNJIT_TRY(write_file((fs::path(dir) / name).string(), part, metadata));
   }
   json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-  return write_atomically((fs::path(dir) / "model.safetensors.index.json").string(),
-                          index.dump(2) + "\n");
+  return write_file_atomically((fs::path(dir) / "model.safetensors.index.json").string(),
+                               dump_json(index, 2) + "\n");
 }
 
 }  // namespace ffnjit::st

@@ -39,6 +39,10 @@ bool is_float_dtype(Dtype d);  // kBF16, kF16 or kF32: the ones ffnjit converts
 
 // The format's own cap (the official validator refuses larger headers).
 inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+// ffnjit's cap on a tensor name (the format sets none; real names are < 200 bytes). A
+// longer name is refused by the reader and the writer, so that no name of attacker size
+// reaches discovery or an error message.
+inline constexpr size_t kMaxTensorNameBytes = 1024;
 
 struct TensorInfo {
   std::string name;
@@ -51,10 +55,11 @@ struct TensorInfo {
 
 struct Header {
   std::vector<TensorInfo> tensors;  // sorted by data offset
+  std::vector<size_t> by_name;      // indices into `tensors` in name order, for find()
   std::map<std::string, std::string> metadata;
-  uint64_t header_bytes = 0;  // the N of the 8-byte prefix
-  uint64_t data_bytes = 0;    // size of the data section
-  const TensorInfo* find(std::string_view name) const;
+  uint64_t header_bytes = 0;                            // the N of the 8-byte prefix
+  uint64_t data_bytes = 0;                              // size of the data section
+  const TensorInfo* find(std::string_view name) const;  // O(log n)
 };
 
 // Validates a whole file image (8-byte little-endian length, JSON header, data)
@@ -63,6 +68,10 @@ struct Header {
 // = byte size, offsets in range, tensors contiguous, non-overlapping and covering
 // the data section exactly (no trailing bytes), no duplicate names, `__metadata__`
 // a string->string map. `label` (the file name) starts every error message.
+// ffnjit's own limits on top: tensor names of at most kMaxTensorNameBytes, JSON
+// nesting of at most kMaxJsonDepth (64, support/json.hpp) levels, refused before the
+// tree is built. Time and memory are linear in the header size (a 40k-tensor,
+// 2.7 MB header parses in well under a second).
 Expected<Header> parse_file_image(std::string_view bytes, const std::string& label);
 
 // The same checks for the header JSON alone, given the data section's size.
@@ -93,6 +102,9 @@ class File {
   size_t data_start_ = 0;
 };
 
+// A File is opened through InputFile (support/files.hpp): a FIFO, device or directory
+// is refused (kInvalidArgument) without blocking.
+
 // One tensor of a Store: where it lives and its validated description.
 struct TensorRef {
   const File* file = nullptr;
@@ -104,7 +116,8 @@ struct TensorRef {
 // model.safetensors, or a directory whose model.safetensors.index.json maps each
 // tensor to its shard. Every shard is validated; the index must name only plain
 // file names in that directory, every tensor it lists must be in its shard, and no
-// tensor may appear twice.
+// tensor may appear twice. The index is a regular file of at most kMaxIndexJsonBytes
+// (64 MiB, support/files.hpp) with JSON nesting of at most kMaxJsonDepth.
 class Store {
  public:
   static Expected<Store> open(const std::string& path);

@@ -1,8 +1,7 @@
 // Small string helpers shared by the libraries and the CLI.
 #include "support/strings.hpp"
 
-#include <fstream>
-#include <sstream>
+#include "support/files.hpp"
 
 namespace ffnjit {
 
@@ -34,17 +33,16 @@ bool starts_with(std::string_view s, std::string_view prefix) {
 std::string trim(std::string_view s) {
   size_t b = 0, e = s.size();
   while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\n' || s[b] == '\r')) ++b;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\n' || s[e - 1] == '\r')) --e;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\n' || s[e - 1] == '\r'))
+    --e;
   return std::string(s.substr(b, e - b));
 }
 
 bool read_file(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return false;
-  *out = std::move(ss).str();
+  // Through InputFile, so that a FIFO or a device fails instead of hanging or never ending.
+  auto text = read_input_file(path, "the file", kNoSizeCap);
+  if (!text) return false;
+  *out = std::move(*text);
   return true;
 }
 

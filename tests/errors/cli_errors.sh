@@ -20,4 +20,10 @@ expect "tile_n=96 must be 32, 64, 128 or 256" inspect --d-model 2048 --d-ff 5632
 expect "capacity=300 must be in [1, tile_n=128]" inspect --d-model 2048 --d-ff 5632 --capacity 300
 expect "bytes of shared memory; sm_89 allows" inspect --d-model 2048 --d-ff 5632 --arch sm_89 --bk 64 --stages 6 --tile-n 256 --bm 256 --warps-m 4
 expect "unexpected argument 'extra'; run \`ffnjit doctor --help\`" doctor extra
+# Integers: strict, and no option can overflow the int it is stored in (2^31 used to wrap).
+expect "--tokens=2147483648 is out of range; use a value in [1, 2147483647]" inspect --d-model 2048 --d-ff 5632 --tokens 2147483648
+expect "--tokens=99999999999999999999" inspect --d-model 2048 --d-ff 5632 --tokens 99999999999999999999
+expect "--d-model must be an integer, got ' 2048'" inspect --d-model " 2048" --d-ff 5632
+expect "--d-model must be an integer, got '2048x'" inspect --d-model 2048x --d-ff 5632
+expect "--bm=4294967297 is out of range; use a value in [1, 65536]" inspect --d-model 2048 --d-ff 5632 --bm 4294967297
 finish

@@ -41,4 +41,63 @@ expect "inputs tensor 'layers.0.input' must be [tokens, 64]" profile "$tmp/demo"
 expect "holds no tensor named layers.<N>.input (found: model.embed_tokens.weight" profile "$tmp/demo" --inputs "$tmp/demo/model.safetensors"
 "$ffnjit" demo-checkpoint "$tmp/deep" --layers 3 --d-model 64 --d-ff 128 --tokens 4 >/dev/null
 expect "inputs tensor 'layers.2.input' is for layer 2, but the checkpoint has 2 FFN layers" profile "$tmp/demo" --inputs "$tmp/deep/inputs.safetensors"
+# Input files that are not regular files are refused at once (a FIFO used to hang forever,
+# /dev/zero to be read without end). `timeout` turns a hang into a failure.
+expect_within() {
+  local secs=$1 want=$2; shift 2
+  local err rc
+  err=$(timeout "$secs" "$ffnjit" "$@" 2>&1 >/dev/null); rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [[ "$err" == *"$want"* ]]; then
+    pass=$((pass + 1))
+  else
+    fail=$((fail + 1))
+    echo "FAIL: ffnjit $* -> rc=$rc (124: hung): $err"
+    echo "      wanted within ${secs}s: $want"
+  fi
+}
+mkfifo "$tmp/fifo.safetensors"
+expect_within 10 "fifo.safetensors: is a FIFO (named pipe), not a regular file" profile "$tmp/demo" --inputs "$tmp/fifo.safetensors"
+mkdir -p "$tmp/fifocfg" && cp "$tmp/demo/model.safetensors" "$tmp/fifocfg/" && mkfifo "$tmp/fifocfg/config.json"
+expect_within 10 "config.json: is a FIFO (named pipe), not a regular file; config.json must be a regular file" profile "$tmp/fifocfg" --inputs "$in"
+mkdir -p "$tmp/zerocfg" && cp "$tmp/demo/model.safetensors" "$tmp/zerocfg/" && ln -s /dev/zero "$tmp/zerocfg/config.json"
+expect_within 10 "config.json: is a character device, not a regular file" profile "$tmp/zerocfg" --inputs "$in"
+mkdir -p "$tmp/fifoidx" && cp "$tmp/demo/config.json" "$tmp/fifoidx/" && mkfifo "$tmp/fifoidx/model.safetensors.index.json"
+expect_within 10 "model.safetensors.index.json: is a FIFO (named pipe)" profile "$tmp/fifoidx" --inputs "$in"
+"$ffnjit" demo-checkpoint "$tmp/sharded" --layers 2 --d-model 64 --d-ff 128 --tokens 4 --shards 2 >/dev/null
+rm "$tmp/sharded/model-00002-of-00002.safetensors" && mkfifo "$tmp/sharded/model-00002-of-00002.safetensors"
+expect_within 10 "model-00002-of-00002.safetensors: is a FIFO (named pipe), not a regular file" profile "$tmp/sharded" --inputs "$in"
+head -c $((17 << 20)) /dev/zero | tr '\0' ' ' > "$tmp/big.json"
+mkdir -p "$tmp/bigcfg" && cp "$tmp/demo/model.safetensors" "$tmp/bigcfg/" && cp "$tmp/big.json" "$tmp/bigcfg/config.json"
+expect_within 10 "config.json: config.json is 17825792 bytes, more than ffnjit reads (16 MiB)" profile "$tmp/bigcfg" --inputs "$in"
+mkfifo "$tmp/fifo.json"
+expect_within 10 "fifo.json: is a FIFO (named pipe), not a regular file; a profile must be a regular file" tune "$tmp/demo" --compile-only --profile "$tmp/fifo.json" --cache "$tmp/c.db"
+
+# tune: --shard is parsed strictly (1/2/3, 0/2junk and 1/2.5 used to be accepted).
+for bad in 1/2/3 0/2junk 1/2.5 2/2 -1/2; do
+  expect "--shard $bad is not I/N with integers 0 <= I < N <= 65536, e.g. --shard 0/2" tune "$tmp/demo" --compile-only --shard "$bad" --cache "$tmp/c.db"
+done
+
+# Outputs: written through a fresh temporary file, never through a symlink.
+echo precious > "$tmp/victim"
+ln -s "$tmp/victim" "$tmp/profile.json"
+check() {  # check <description> <command...>: passes when the command succeeds
+  local what=$1; shift
+  if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what"; fi
+}
+check "profile -o runs" "$ffnjit" profile "$tmp/demo" --inputs "$in" --cpu -o "$tmp/profile.json" >/dev/null
+check "profile -o did not write through the symlink" grep -qx precious "$tmp/victim"
+check "profile -o replaced the symlink with the profile" test -f "$tmp/profile.json" -a ! -L "$tmp/profile.json"
+mkdir -p "$tmp/demo2"
+for f in config.json model.safetensors.tmp inputs.safetensors.tmp; do ln -s "$tmp/victim" "$tmp/demo2/$f"; done
+check "demo-checkpoint runs" "$ffnjit" demo-checkpoint "$tmp/demo2" --force --layers 1 --d-model 64 --d-ff 128 --tokens 4 >/dev/null
+check "demo-checkpoint did not write through a symlink" grep -qx precious "$tmp/victim"
+check "demo-checkpoint left no temporary files" test -z "$(ls -A "$tmp/demo2" | grep '^\.')"
+
+# tune --json with a path that is not UTF-8: valid JSON with U+FFFD (it used to abort, 134).
+bad=$(printf 'ck\377')
+"$ffnjit" demo-checkpoint "$tmp/$bad" --layers 1 --d-model 64 --d-ff 128 --tokens 4 >/dev/null
+"$ffnjit" tune "$tmp/$bad" --compile-only --json --buckets 1 --cache "$tmp/j.db" >"$tmp/tune.json" 2>/dev/null
+rc=$?
+check "tune --json with a non-UTF-8 path exits 0 (got $rc)" test "$rc" -eq 0
+check "tune --json printed the path with U+FFFD" grep -q "ck$(printf '\357\277\275')\"" "$tmp/tune.json"
 finish
