@@ -242,13 +242,37 @@ __device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C:
       if (lane == 0) S::tile()[jj] = h;
     }
     __syncthreads();
-#pragma unroll 1  // unrolling this rare path made ptxas spill
-    for (int jj = 0; jj < C::kTileN; ++jj) {
-      const float h = S::tile()[jj];
-      if (h != 0.0f)
-        accumulate_rows<C, 1>(acc, p.w_down_t, vec0, [&](int) { return t * C::kTileN + jj; },
-                              [&](int) { return h; });
+    // The tile's active neurons as a list (neuron order, as entries are stored), then a
+    // batched row accumulation like the stored entries': several loads in flight per
+    // thread instead of one (a heavy token's tiles are all over capacity).
+    __shared__ float over_h[C::kTileN];
+    __shared__ u16 over_j[C::kTileN];
+    __shared__ int over_n;
+    if (warp == 0) {
+      int n = 0;
+      for (int jj0 = 0; jj0 < C::kTileN; jj0 += 32) {
+        const float h = S::tile()[jj0 + lane];
+        const unsigned act = __ballot_sync(0xffffffffu, h != 0.0f);
+        if (h != 0.0f) {
+          const int at = n + __popc(act & ((1u << lane) - 1u));
+          over_h[at] = h, over_j[at] = u16(jj0 + lane);
+        }
+        n += __popc(act);
+      }
+      if (lane == 0) over_n = n;
     }
+    __syncthreads();
+    const int n_over = over_n, row0 = t * C::kTileN;
+    constexpr int R2 = R < 4 ? R : 4;  // 4 in flight: 8 made ptxas spill on the cluster kernels
+    int q = 0;
+#pragma unroll 1
+    for (; q + R2 <= n_over; q += R2)
+      accumulate_rows<C, R2>(acc, p.w_down_t, vec0, [&](int r) { return row0 + over_j[q + r]; },
+                            [&](int r) { return over_h[q + r]; });
+#pragma unroll 1
+    for (; q < n_over; ++q)
+      accumulate_rows<C, 1>(acc, p.w_down_t, vec0, [&](int) { return row0 + over_j[q]; },
+                            [&](int) { return over_h[q]; });
     __syncthreads();  // tile[] is rewritten by the next overflowed tile
   }
 }
