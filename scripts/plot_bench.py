@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Plots `ffnjit bench --csv` output: speedup (dense time / ffnjit time) against
-tokens, one line per sparsity level k, log-scaled tokens, the 1.0 line marked.
+tokens, one line per sparsity level k (synthetic) or per checkpoint layer and row kind
+(`--checkpoint`, plus the whole model), log-scaled tokens, the 1.0 line marked.
 
 usage: plot_bench.py BENCH_CSV OUT_PNG [--title TEXT]
 needs matplotlib (pip install matplotlib)
@@ -24,21 +25,31 @@ def main() -> int:
     except ImportError:
         print("plot_bench.py: matplotlib is missing; pip install matplotlib", file=sys.stderr)
         return 2
-    lines = defaultdict(list)  # (k, heavy) -> [(tokens, ratio)]
+    lines = defaultdict(list)  # label -> [(tokens, ratio)]
+    model = defaultdict(lambda: [0.0, 0.0])  # (rows, tokens) -> [dense_us, ffnjit_us] summed over layers
     shape = None
     with open(args.csv_path, newline="") as f:
         for row in csv.DictReader(f):
-            key = (int(row["k"]), row.get("heavy", "0") == "1")
-            lines[key].append((int(row["tokens"]), float(row["ratio"])))
+            layer = int(row.get("layer", "-1"))
+            kind = row.get("rows") or ("heavy" if row.get("heavy", "0") == "1" else "uniform")
+            label = f"layer {layer} ({kind})" if layer >= 0 else f"k = {row['k']} ({kind})"
+            lines[label].append((int(row["tokens"]), float(row["ratio"])))
+            if layer >= 0:
+                m = model[(kind, int(row["tokens"]))]
+                m[0] += float(row["dense_us"])
+                m[1] += float(row["ffnjit_us"])
             shape = f'd_model {row["d_model"]}, d_ff {row["d_ff"]}, {"gated" if row["gated"] == "1" else "non-gated"}'
+    for (kind, tokens), (d, t) in model.items():
+        if t > 0:
+            lines[f"whole model ({kind})"].append((tokens, d / t))
     if not lines:
         print(f"plot_bench.py: {args.csv_path} has no rows", file=sys.stderr)
         return 1
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for (k, heavy), pts in sorted(lines.items()):
+    for label, pts in sorted(lines.items()):
         pts.sort()
-        ax.plot([t for t, _ in pts], [r for _, r in pts], marker="o",
-                label=f"k = {k}" + (" (heavy-tailed)" if heavy else ""))
+        ax.plot([t for t, _ in pts], [r for _, r in pts], marker="o", linewidth=2.5 if "whole" in label else 1.2,
+                label=label)
     ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("tokens")
