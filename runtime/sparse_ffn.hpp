@@ -64,11 +64,8 @@ inline constexpr int kGateGemmRows = 8192;
 // a token's stored capacity (n_tiles x capacity / kHeavyThresholdDivisor, at least 64).
 inline constexpr int kHeavySplits = 8;
 inline constexpr int kHeavyThresholdDivisor = 4;
-// Default dense switch: break-even active neurons per token ~ d_ff x (gather bandwidth /
-// tensor-core rate) ~ d_ff / 100 (8 KB of rows per pair at ~6 TB/s against 4 d_model
-// d_ff FLOP per token at ~600 TFLOP/s; H100/H200); the tuner measures it per layer.
-inline constexpr int kSwitchActiveDivisor = 100;
-// Buckets from this many tokens get the dense switch by default.
+// The tuner tries the dense switch for buckets from this many tokens (docs/kernels.md;
+// off by default: its conditional node costs more than it saves on typical batches).
 inline constexpr int kSwitchMinTokens = 65;
 // Up to this many tokens gate_gemv (column blocks of bm <= 16) prefetches the active
 // neurons' Wu and WdT rows into L2 for the up/down kernel behind it (docs/kernels.md):

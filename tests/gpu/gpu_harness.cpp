@@ -222,6 +222,13 @@ ref::FfnWeights DeviceLayer::reference() const {
           threshold};
 }
 
+Gpu* need_gpu() {
+  std::string why;
+  Gpu* g = gpu(&why);
+  if (!g) std::printf("[SKIP] no GPU: %s\n", why.c_str());
+  return g;
+}
+
 std::unique_ptr<DeviceLayer> upload_layer(Gpu& g, synth::Layer layer, const LayerMath& math,
                                           uint64_t bias_seed) {
   auto out = std::make_unique<DeviceLayer>();

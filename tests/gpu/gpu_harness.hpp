@@ -26,6 +26,8 @@ struct Gpu {
 
 // The process's GPU, or nullptr with `why` set (tests then print [SKIP] why).
 Gpu* gpu(std::string* why);
+// gpu(), printing "[SKIP] no GPU: <why>" when there is none.
+Gpu* need_gpu();
 
 // The fp64 reference of the last input a layer was checked on (gpu_harness.cpp).
 struct RefMemo {

@@ -19,13 +19,6 @@ using namespace ffnjit::test;
 
 namespace {
 
-Gpu* need_gpu() {
-  std::string why;
-  Gpu* g = gpu(&why);
-  if (!g) std::printf("[SKIP] no GPU: %s\n", why.c_str());
-  return g;
-}
-
 // The harness layer as a runtime::Layer (the same weights and biases).
 std::unique_ptr<Layer> make_layer(Gpu& g, const DeviceLayer& L) {
   auto f = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };

@@ -13,13 +13,6 @@ using namespace ffnjit::test;
 
 namespace {
 
-Gpu* need_gpu() {
-  std::string why;
-  Gpu* g = gpu(&why);
-  if (!g) std::printf("[SKIP] no GPU: %s\n", why.c_str());
-  return g;
-}
-
 struct Shape {
   int d_model, d_ff;
   bool gated;

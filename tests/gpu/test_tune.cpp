@@ -29,6 +29,27 @@
 
 using namespace ffnjit;
 
+namespace {
+
+// Registers a gated checkpoint layer from device copies of its weights, as an engine does
+// (the copies may go once registered).
+ffnjit_status register_gated(ffnjit_context* ctx, const model::LayerWeights& w, const char* layer_id,
+                             ffnjit_layer** out) {
+  const size_t bytes = size_t(w.d_model) * w.d_ff * 2;
+  auto wg = *DeviceBuffer::alloc(bytes), wu = *DeviceBuffer::alloc(bytes), wd = *DeviceBuffer::alloc(bytes);
+  REQUIRE(wg.upload(w.wg.data(), bytes));
+  REQUIRE(wu.upload(w.wu.data(), bytes));
+  REQUIRE(wd.upload(w.wd.data(), bytes));
+  ffnjit_layer_desc d{};
+  d.d_model = w.d_model, d.d_ff = w.d_ff, d.gated = 1, d.dtype = FFNJIT_BF16;
+  d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
+  d.down_proj = reinterpret_cast<void*>(wd.ptr());
+  d.layer_id = layer_id;
+  return ffnjit_layer_register(ctx, &d, out);
+}
+
+}  // namespace
+
 TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket without compiling") {
   std::string why;
   test::Gpu* g = test::gpu(&why);
@@ -97,20 +118,10 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   for (const auto& L : ckpt->info().layers) {
     auto w = ckpt->load_layer(L.index);
     REQUIRE(w);
-    const size_t bytes = size_t(L.d_model) * L.d_ff * 2;
-    auto wg = *DeviceBuffer::alloc(bytes), wu = *DeviceBuffer::alloc(bytes), wd = *DeviceBuffer::alloc(bytes);
-    REQUIRE(wg.upload(w->wg.data(), bytes));
-    REQUIRE(wu.upload(w->wu.data(), bytes));
-    REQUIRE(wd.upload(w->wd.data(), bytes));
-    ffnjit_layer_desc d{};
-    d.d_model = L.d_model, d.d_ff = L.d_ff, d.gated = 1, d.dtype = FFNJIT_BF16;
-    d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
-    d.down_proj = reinterpret_cast<void*>(wd.ptr());
     ids.push_back(std::string(fingerprint) + ":" + std::to_string(L.index));
-    d.layer_id = ids.back().c_str();
     ffnjit_layer* l = nullptr;
     INFO(ffnjit_last_error());
-    REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
+    REQUIRE(register_gated(ctx, *w, ids.back().c_str(), &l) == FFNJIT_STATUS_OK);
     layers.push_back(l);
     host.push_back(std::move(*w));
   }
@@ -157,17 +168,8 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   {
     REQUIRE(ffnjit_context_create(&co, &ctx) == FFNJIT_STATUS_OK);
     const auto& w = host[0];
-    const size_t bytes = size_t(w.d_model) * w.d_ff * 2;
-    auto wg = *DeviceBuffer::alloc(bytes), wu = *DeviceBuffer::alloc(bytes), wd = *DeviceBuffer::alloc(bytes);
-    REQUIRE(wg.upload(w.wg.data(), bytes));
-    REQUIRE(wu.upload(w.wu.data(), bytes));
-    REQUIRE(wd.upload(w.wd.data(), bytes));
-    ffnjit_layer_desc d{};
-    d.d_model = w.d_model, d.d_ff = w.d_ff, d.gated = 1, d.dtype = FFNJIT_BF16;
-    d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
-    d.down_proj = reinterpret_cast<void*>(wd.ptr());
     ffnjit_layer* l = nullptr;
-    REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
+    REQUIRE(register_gated(ctx, w, nullptr, &l) == FFNJIT_STATUS_OK);
     for (const auto& b : default_buckets()) {
       size_t ws_bytes = 0;
       REQUIRE(ffnjit_layer_workspace_size(l, b.min_tokens, &ws_bytes) == FFNJIT_STATUS_OK);
@@ -178,9 +180,8 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
     CHECK(st.default_buckets == 0);
     CHECK(st.kernels_compiled == 0);
     // A layer id the grammar refuses is an error, not a silent default.
-    d.layer_id = "3fa9:0";
     ffnjit_layer* bad = nullptr;
-    CHECK(ffnjit_layer_register(ctx, &d, &bad) == FFNJIT_STATUS_INVALID_ARGUMENT);
+    CHECK(register_gated(ctx, host[0], "3fa9:0", &bad) == FFNJIT_STATUS_INVALID_ARGUMENT);
     CHECK(std::string(ffnjit_last_error()).find("fingerprint") != std::string::npos);
     ffnjit_layer_destroy(l);
     ffnjit_context_destroy(ctx);
@@ -197,17 +198,8 @@ TEST_CASE("gpu: tune the demo checkpoint, resume, then serve every bucket withou
   uint64_t served = 0, expected_active = 0;
   for (size_t i = 0; i < host.size(); ++i) {
     const auto& w = host[i];
-    const size_t bytes = size_t(w.d_model) * w.d_ff * 2;
-    auto wg = *DeviceBuffer::alloc(bytes), wu = *DeviceBuffer::alloc(bytes), wd = *DeviceBuffer::alloc(bytes);
-    REQUIRE(wg.upload(w.wg.data(), bytes));
-    REQUIRE(wu.upload(w.wu.data(), bytes));
-    REQUIRE(wd.upload(w.wd.data(), bytes));
-    ffnjit_layer_desc d{};
-    d.d_model = w.d_model, d.d_ff = w.d_ff, d.gated = 1, d.dtype = FFNJIT_BF16;
-    d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
-    d.down_proj = reinterpret_cast<void*>(wd.ptr());
     ffnjit_layer* l = nullptr;
-    REQUIRE(ffnjit_layer_register(ctx, &d, &l) == FFNJIT_STATUS_OK);
+    REQUIRE(register_gated(ctx, w, nullptr, &l) == FFNJIT_STATUS_OK);
     layers.push_back(l);
     for (int m : {1, 300}) {
       auto xh = synth::make_inputs(m, w.d_model, 5 * m + int(i));
