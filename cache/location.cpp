@@ -2,6 +2,8 @@
 // trustworthy: a cache holds cubins the engine's process loads onto the GPU.
 #include "cache/location.hpp"
 
+#include "support/env.hpp"
+
 #include <limits.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -141,11 +143,11 @@ Expected<std::string> resolve_cache_path(const char* explicit_path) {
     return std::string(explicit_path);
   }
   // Empty variables count as unset, as XDG does.
-  if (const char* env = std::getenv("FFNJIT_CACHE"); env && *env) return std::string(env);
+  if (const char* env = env::get(env::kCache)) return std::string(env);
   // XDG: a relative XDG_CACHE_HOME is invalid and ignored.
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg == '/')
+  if (const char* xdg = env::get(env::kXdgCacheHome); xdg && *xdg == '/')
     return std::string(xdg) + "/ffnjit/cache.db";
-  const char* home = std::getenv("HOME");
+  const char* home = env::get(env::kHome);
   if (home && *home == '/') return std::string(home) + "/.cache/ffnjit/cache.db";
   if (home && *home)
     return user_error("HOME is '" + std::string(home) +

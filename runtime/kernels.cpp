@@ -1,6 +1,8 @@
 // Stage 3 of the pipeline: CompiledKernel -> LoadedKernel, and the in-process table.
 #include "runtime/kernels.hpp"
 
+#include "support/env.hpp"
+
 #include <cstdlib>
 
 namespace ffnjit {
@@ -45,10 +47,7 @@ Status launch(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const voi
 
 Status launch_dependent(const LoadedKernel& k, unsigned grid_x, unsigned grid_y, const void* params,
                         CUstream stream) {
-  static const bool disabled = [] {
-    const char* v = std::getenv("FFNJIT_NO_PDL");
-    return v && *v && std::string(v) != "0";
-  }();
+  static const bool disabled = env::flag(env::kNoPdl);
   if (disabled || k.spec.arch != Arch::kSm90a) return launch(k, grid_x, grid_y, params, stream);
   if (grid_x == 0 || grid_y == 0) return {};
   auto api = drv::api();

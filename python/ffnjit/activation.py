@@ -14,7 +14,7 @@ from . import _lib
 
 RELU_FAMILY = {"relu": _lib.ACTIVATION_RELU, "relu2": _lib.ACTIVATION_RELU2, "fatrelu": _lib.ACTIVATION_FATRELU}
 # Where a FATReLU model keeps its threshold (ProSparse-style configs).
-THRESHOLD_KEYS = ("hidden_act_param", "activation_threshold")
+THRESHOLD_KEYS = ("hidden_act_param", "fatrelu_threshold")  # as model/checkpoint.cpp reads them
 
 
 class UnsupportedModelError(ValueError):
@@ -61,7 +61,7 @@ def from_config(config: Mapping[str, Any], naming: str, gated: bool) -> Activati
         raise UnsupportedModelError(
             f"{who} uses {key} '{act}', not ReLU: the sparsity kernels skip neurons whose "
             f"{'gate' if gated else 'activation'} is zero, which is exact only when a ReLU makes inactive neurons "
-            f"exactly 0; with '{act}' every neuron contributes. Use a ReLU-fied checkpoint (e.g. a SparseLM model, "
+            f"exactly 0 (ffnjit serves relu, relu2 and fatrelu); with '{act}' every neuron contributes. Use a ReLU-fied checkpoint (e.g. a SparseLM model, "
             "model_type llama_sparse_relu) or run this model with a dense library")
     threshold = 0.0
     if act == "fatrelu":
