@@ -11,7 +11,10 @@ const std::vector<BatchBucket>& default_buckets() {
 
 int bucket_index(const std::vector<BatchBucket>& buckets, long long tokens) {
   for (size_t i = 0; i < buckets.size(); ++i)
-    if (tokens >= buckets[i].min_tokens && tokens <= buckets[i].max_tokens) return int(i);
+    // An open bucket ("4097+", max_tokens 2^30) holds every larger count too: a forward of
+    // up to 2^31-1 tokens must find one.
+    if (tokens >= buckets[i].min_tokens && (tokens <= buckets[i].max_tokens || buckets[i].max_tokens >= (1 << 30)))
+      return int(i);
   return -1;
 }
 

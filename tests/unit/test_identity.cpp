@@ -134,3 +134,13 @@ TEST_CASE("the search times full forwards of the best gates and of the default c
   CHECK(r.forwards[0].second == 10);
   CHECK(forwards >= 2);
 }
+
+TEST_CASE("every token count a forward accepts has a runtime bucket") {
+  const auto& b = default_buckets();
+  CHECK(bucket_index(b, 1) == 0);
+  CHECK(bucket_index(b, 4097) == int(b.size()) - 1);
+  // 2^30 < tokens <= INT_MAX: the open bucket (70603ab returned -1 and forward indexed with it).
+  CHECK(bucket_index(b, (1LL << 30) + 1) == int(b.size()) - 1);
+  CHECK(bucket_index(b, 2147483647LL) == int(b.size()) - 1);
+  CHECK(bucket_index(b, 0) == -1);
+}
