@@ -315,11 +315,114 @@ Status store_shape_records(cache::Cache& cache, const cache::ToolchainIdentity& 
 
 }  // namespace
 
+namespace {
+
+// The target of a run: the cache, the GPU (unless compile-only), the identity records
+// are stored under, and the kernels and compiles every layer shares.
+struct TuneTarget {
+  std::optional<cache::Cache> cache;
+  std::unique_ptr<Device> dev;
+  Arch arch = Arch::kSm90a;
+  cache::ToolchainIdentity id;
+  StreamGuard stream;
+  std::unique_ptr<CompilePool> pool;
+  KernelTable kernels;  // one table for every layer: layers of one shape share binaries
+};
+
+Expected<std::unique_ptr<TuneTarget>> open_target(const TuneOptions& o) {
+  auto t = std::make_unique<TuneTarget>();
+  auto cache = cache::Cache::open(o.cache_path);
+  FFNJIT_TRY(cache);
+  t->cache.emplace(std::move(*cache));
+  t->arch = o.compile_arch;
+  t->id = compile_only_identity(t->arch);
+  if (!o.compile_only) {
+    auto d = Device::open(o.device);
+    if (!d)
+      return Error{d.error().kind, d.error().message + "; use --compile-only to compile and store the default "
+                                                      "kernels without a GPU"};
+    t->dev = std::make_unique<Device>(std::move(*d));
+    auto a = parse_arch(t->dev->info().arch);
+    FFNJIT_TRY(a);
+    t->arch = *a;
+    t->id = toolchain_identity(t->dev->info());
+    t->stream.cu = t->dev->api();
+    const drv::Api* cu = t->stream.cu;
+    FFNJIT_CU(cuStreamCreate(&t->stream.stream, CU_STREAM_NON_BLOCKING));
+  }
+  t->pool = std::make_unique<CompilePool>(
+      o.compile_threads > 0 ? o.compile_threads : int(std::max(1u, std::thread::hardware_concurrency())));
+  cache::Cache* db = &*t->cache;
+  const cache::ToolchainIdentity table_id = t->id;
+  t->kernels.set_backing({[db, table_id](const std::string& key) -> Expected<std::optional<CompiledKernel>> {
+                            auto f = db->find_binary(key, table_id);
+                            FFNJIT_TRY(f);
+                            if (!f->record) return std::optional<CompiledKernel>();
+                            return std::optional<CompiledKernel>(from_record(*f->record));
+                          },
+                          [db](const Source& src, const CompiledKernel& k) { return db->put_binary(to_record(k, src)); },
+                          true});
+  return t;
+}
+
+void vote(std::map<std::string, ShapeVotes>& votes, const PlanEntry& e, const nlohmann::json& winner, double winner_us,
+          double dense_us, bool untimed) {
+  auto& v = votes[shape_signature(e.layer) + " " + format_bucket(e.bucket)];
+  v.shape = e.layer, v.bucket = e.bucket, v.untimed = untimed;
+  auto& w = v.winners[winner.dump()];
+  w.first = winner;
+  w.second.push_back(winner_us);
+  v.dense.push_back(dense_us);
+}
+
+// --compile-only: the entry's default configuration, compiled and stored untimed.
+Status compile_only_entry(TuneTarget& t, const PlanEntry& e, cache::TuningRecord& rec, TuneRow& row) {
+  Choice c{Choice::Strategy::kSparse, default_sparse_config(e.layer, t.arch, e.bucket, e.sparsity)};
+  std::vector<std::shared_future<Expected<Compiled>>> futs;
+  for (const auto& s : c.sparse.kernel_specs()) futs.push_back(t.pool->submit(s));
+  for (auto& f : futs) {
+    const auto& k = f.get();
+    if (!k) return k.error();
+    FFNJIT_TRY(t.cache->put_binary(to_record(k->kernel, k->source)));
+  }
+  rec.winner = winner_json(c);
+  rec.untimed = true;
+  FFNJIT_TRY(t.cache->put_tuning(rec));
+  row.winner = c.label(), row.untimed = true, row.candidates = 1;
+  return {};
+}
+
+// The layer being tuned on the GPU: one at a time (its weights and its shard's host copy).
+struct LoadedLayer {
+  std::string signature;
+  std::unique_ptr<Layer> layer;
+  HostLayer host;
+};
+
+Status ensure_loaded(TuneTarget& t, const model::Checkpoint& ckpt, const PlanEntry& e, LoadedLayer& loaded) {
+  if (loaded.signature == e.signature) return {};
+  loaded.layer.reset();
+  auto h = load_host_layer(ckpt, e);
+  FFNJIT_TRY(h);
+  loaded.host = std::move(*h);
+  LayerOptions lo;
+  lo.shape = e.layer, lo.id = e.signature;
+  auto l = Layer::create(t.kernels, t.arch, loaded.host.host(), lo, t.stream.stream);
+  FFNJIT_TRY(l);
+  loaded.layer = std::move(*l);
+  loaded.signature = e.signature;
+  return {};
+}
+
+}  // namespace
+
 Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(const TuneProgress&)>& progress) {
   const auto t0 = Clock::now();
+  // Phase 1: what the candidates are checked and timed with.
   auto sources = open_sources(o);
   FFNJIT_TRY(sources);
   const model::ModelInfo& info = sources->ckpt->info();
+  // Phase 2: the plan (per layer or shard, and bucket), this shard's share of it.
   if (o.shards < 1 || o.shard < 0 || o.shard >= o.shards)
     return user_error("shard " + std::to_string(o.shard) + "/" + std::to_string(o.shards) + " is not i/n with 0 <= i < n");
   auto plan = make_plan(info, o.buckets, sources->prof ? &*sources->prof : nullptr, o.tensor_parallel);
@@ -327,75 +430,33 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
   std::vector<PlanEntry> entries;
   for (size_t i = 0; i < plan->entries.size(); ++i)
     if (int(i) % o.shards == o.shard) entries.push_back(plan->entries[i]);
-
-  auto cache = cache::Cache::open(o.cache_path);
-  FFNJIT_TRY(cache);
-  // The GPU (unless compile-only) and the identity records are stored under.
-  std::unique_ptr<Device> dev;
-  Arch arch = o.compile_arch;
-  cache::ToolchainIdentity id = compile_only_identity(arch);
-  StreamGuard stream;
-  if (!o.compile_only) {
-    auto d = Device::open(o.device);
-    if (!d)
-      return Error{d.error().kind, d.error().message + "; use --compile-only to compile and store the default "
-                                                      "kernels without a GPU"};
-    dev = std::make_unique<Device>(std::move(*d));
-    auto a = parse_arch(dev->info().arch);
-    FFNJIT_TRY(a);
-    arch = *a;
-    id = toolchain_identity(dev->info());
-    stream.cu = dev->api();
-    const drv::Api* cu = stream.cu;
-    FFNJIT_CU(cuStreamCreate(&stream.stream, CU_STREAM_NON_BLOCKING));
-  }
+  // Phase 3: the cache, the GPU and the shared compile pool and kernel table.
+  auto target = open_target(o);
+  FFNJIT_TRY(target);
+  TuneTarget& t = **target;
 
   TuneResult result;
   result.input_source = sources->input_source;
   result.entries_planned = int(entries.size());
   result.fingerprint = info.fingerprint;
-  CompilePool pool(o.compile_threads > 0 ? o.compile_threads : int(std::max(1u, std::thread::hardware_concurrency())));
-  // One kernel table for every layer: layers of one shape share compiled binaries.
-  KernelTable kernels;
-  cache::Cache* db = &*cache;
-  const cache::ToolchainIdentity table_id = id;
-  kernels.set_backing({[db, table_id](const std::string& key) -> Expected<std::optional<CompiledKernel>> {
-                         auto f = db->find_binary(key, table_id);
-                         FFNJIT_TRY(f);
-                         if (!f->record) return std::optional<CompiledKernel>();
-                         return std::optional<CompiledKernel>(from_record(*f->record));
-                       },
-                       [db](const Source& src, const CompiledKernel& k) { return db->put_binary(to_record(k, src)); },
-                       true});
   std::map<std::string, ShapeVotes> votes;
-  auto vote = [&](const PlanEntry& e, const nlohmann::json& winner, double winner_us, double dense_us, bool untimed) {
-    auto& v = votes[shape_signature(e.layer) + " " + format_bucket(e.bucket)];
-    v.shape = e.layer, v.bucket = e.bucket, v.untimed = untimed;
-    auto& w = v.winners[winner.dump()];
-    w.first = winner;
-    w.second.push_back(winner_us);
-    v.dense.push_back(dense_us);
-  };
-  // The layer on the GPU: one at a time (its weights and its shard's host copy).
-  std::string loaded_sig;
-  std::unique_ptr<Layer> layer;
-  HostLayer host;
-
+  LoadedLayer loaded;
+  // Phase 4: every entry, committed as it finishes (finished ones are resumed).
   for (size_t i = 0; i < entries.size(); ++i) {
     const PlanEntry& e = entries[i];
     if (progress) progress({int(i), int(entries.size()), e.label() + " " + format_bucket(e.bucket), seconds_since(t0)});
     TuneRow row;
     row.signature = e.signature, row.layers = e.label(), row.bucket = format_bucket(e.bucket);
     row.shape = shape_signature(e.layer);
-    cache::TuningRecord rec = make_record(id, e.signature, e.bucket);
-    auto existing = cache->get_tuning(rec.key());
+    cache::TuningRecord rec = make_record(t.id, e.signature, e.bucket);
+    auto existing = t.cache->get_tuning(rec.key());
     FFNJIT_TRY(existing);
     if (*existing && (!(*existing)->untimed || o.compile_only)) {
-      auto c = choice_from_json((*existing)->winner, e.layer, arch, e.bucket);
+      auto c = choice_from_json((*existing)->winner, e.layer, t.arch, e.bucket);
       row.winner = c ? c->label() : "(unreadable)";
       row.winner_us = (*existing)->winner_us.value_or(0), row.dense_us = (*existing)->dense_us.value_or(0);
       row.untimed = (*existing)->untimed, row.resumed = true;
-      if (c) vote(e, (*existing)->winner, row.winner_us, row.dense_us, row.untimed);
+      if (c) vote(votes, e, (*existing)->winner, row.winner_us, row.dense_us, row.untimed);
       result.rows.push_back(row);
       continue;
     }
@@ -406,54 +467,33 @@ Expected<TuneResult> run_tune(const TuneOptions& o, const std::function<void(con
       break;
     }
     if (o.compile_only) {
-      Choice c{Choice::Strategy::kSparse, default_sparse_config(e.layer, arch, e.bucket, e.sparsity)};
-      std::vector<std::shared_future<Expected<Compiled>>> futs;
-      for (const auto& s : c.sparse.kernel_specs()) futs.push_back(pool.submit(s));
-      for (auto& f : futs) {
-        const auto& k = f.get();
-        if (!k) return k.error();
-        FFNJIT_TRY(cache->put_binary(to_record(k->kernel, k->source)));
-      }
-      rec.winner = winner_json(c);
-      rec.untimed = true;
-      FFNJIT_TRY(cache->put_tuning(rec));
-      vote(e, rec.winner, 0, 0, true);
-      row.winner = c.label(), row.untimed = true, row.candidates = 1;
+      FFNJIT_TRY(compile_only_entry(t, e, rec, row));
+      vote(votes, e, rec.winner, 0, 0, true);
       result.rows.push_back(row);
       continue;
     }
-    if (loaded_sig != e.signature) {
-      layer.reset();
-      auto h = load_host_layer(*sources->ckpt, e);
-      FFNJIT_TRY(h);
-      host = std::move(*h);
-      LayerOptions lo;
-      lo.shape = e.layer, lo.id = e.signature;
-      auto l = Layer::create(kernels, arch, host.host(), lo, stream.stream);
-      FFNJIT_TRY(l);
-      layer = std::move(*l);
-      loaded_sig = e.signature;
-    }
+    FFNJIT_TRY(ensure_loaded(t, *sources->ckpt, e, loaded));
     const auto it = sources->captured.find(e.layer_index);
     const model::LayerInputs* captured = it != sources->captured.end() ? &it->second : nullptr;
-    auto outcome = tune_entry(*dev, stream.stream, *layer, host, pool, *cache, kernels, e, arch,
-                              sources->prof.has_value(), captured, o.measure, uint32_t(i));
+    auto outcome = tune_entry(*t.dev, t.stream.stream, *loaded.layer, loaded.host, *t.pool, *t.cache, t.kernels, e,
+                              t.arch, sources->prof.has_value(), captured, o.measure, uint32_t(i));
     if (!outcome) return Error{outcome.error().kind, e.label() + " " + row.bucket + ": " + outcome.error().message};
     rec.winner = winner_json(outcome->winner);
     rec.candidates = outcome->candidates;
     rec.dense_us = outcome->dense_us;
     rec.winner_us = outcome->winner_us;
-    FFNJIT_TRY(cache->put_tuning(rec));  // committed: a rerun skips this entry
-    vote(e, rec.winner, outcome->winner_us, outcome->dense_us, false);
+    FFNJIT_TRY(t.cache->put_tuning(rec));  // committed: a rerun skips this entry
+    vote(votes, e, rec.winner, outcome->winner_us, outcome->dense_us, false);
     row.winner = outcome->winner.label(), row.winner_us = outcome->winner_us, row.dense_us = outcome->dense_us;
     row.default_us = outcome->default_us;
     row.candidates = outcome->tried, row.rejected = outcome->rejected;
     result.rows.push_back(row);
   }
-  FFNJIT_TRY(store_shape_records(*cache, id, votes));
+  // Phase 5: the shape records for engines without layer ids.
+  FFNJIT_TRY(store_shape_records(*t.cache, t.id, votes));
   result.shape_records = int(votes.size());
   if (progress) progress({int(entries.size()), int(entries.size()), "", seconds_since(t0)});
-  result.compiles = kernels.compiles();
+  result.compiles = t.kernels.compiles();
   return result;
 }
 
