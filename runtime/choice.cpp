@@ -89,7 +89,7 @@ Expected<Choice> choice_from_json(const nlohmann::json& j, const LayerShape& lay
       c.sparse.up = *up;
     }
     // Launch parameters: the defaults for these kernels (records before 0.3 have none).
-    set_default_launch(c.sparse, bucket);
+    set_default_launch(c.sparse);
     if (j.contains("launch")) {
       const auto& l = j.at("launch");
       c.sparse.heavy_splits = l.value("heavy_splits", c.sparse.heavy_splits);

@@ -72,6 +72,10 @@ class Layer {
   // resolved on first use: the record for the layer id, else for the shape, else the
   // default (docs/identity.md). Thread-safe; later calls are one atomic load.
   // `resolved` is told where the choice came from, once, when the plan is published.
+  // The published plan of `bucket`, or null before its first resolution (the hot path).
+  const ServedPlan* published(int bucket) const {
+    return size_t(bucket) < kMaxBuckets ? published_[size_t(bucket)].load(std::memory_order_acquire) : nullptr;
+  }
   Expected<const ServedPlan*> plan(int bucket, const ChoiceLookup& lookup,
                                    const std::function<void(ChoiceSource)>& resolved = {});
   // A plan for an explicit choice (the tuner's and the bench's candidates); not published.
@@ -99,7 +103,6 @@ class Layer {
   const DeviceWeights& weights() const { return weights_; }
   // The weights as the sparse kernels read them, with the layer's overflow counter.
   const FfnDeviceWeights& sparse_weights() const { return sparse_weights_; }
-  Status reset_overflow() const { return counters_.fill_bytes(0); }
 
  private:
   Layer(KernelTable& kernels, Arch arch, LayerOptions options);

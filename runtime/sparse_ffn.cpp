@@ -110,11 +110,11 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const 
   c.gate = default_spec(gate, layer, arch, b, sparsity);
   c.up = default_spec(Family::kUp, layer, arch, b, sparsity);
   c.up_down = default_spec(Family::kUpDown, layer, arch, b, sparsity);
-  set_default_launch(c, b);
+  set_default_launch(c);
   return c;
 }
 
-void set_default_launch(SparseFfnConfig& c, const BatchBucket& b) {
+void set_default_launch(SparseFfnConfig& c) {
   c.heavy_splits = c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 && c.up_down.arch == Arch::kSm90a
                        ? kHeavySplits
                        : 0;
@@ -122,7 +122,6 @@ void set_default_launch(SparseFfnConfig& c, const BatchBucket& b) {
   // The dense switch is off by default: its conditional node cost ~19 us per forward on
   // H200 (measured 2026-12-02: 128 tokens, 51 vs 32 us), more than it saves on the
   // batches the defaults serve. The tuner enables it where its cost is within 2%.
-  (void)b;
   c.switch_active = 0;
 }
 

@@ -78,7 +78,7 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, int to
 SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const BatchBucket& bucket,
                                       const Sparsity& sparsity = {});
 // The default launch parameters (heavy split, dense switch) for the config's kernels.
-void set_default_launch(SparseFfnConfig& c, const BatchBucket& bucket);
+void set_default_launch(SparseFfnConfig& c);
 
 // Workspace for `tokens` tokens: TwELL counts and entries, the overflow counter, the
 // per-token tickets and split partials, and the GEMM gate's output and cuBLASLt

@@ -23,8 +23,6 @@ class CandidateBench {
                                          const std::vector<uint16_t>& x_host, int check_count = 4);
 
   int tokens() const { return tokens_; }
-  CUdeviceptr x() const { return x_.ptr(); }
-  CUdeviceptr out() const { return out_.ptr(); }
   CUdeviceptr workspace() const { return ws_.ptr(); }
   Layer& layer() const { return *layer_; }
 

@@ -113,7 +113,7 @@ SparseFfnConfig make_pipeline(const KernelSpec& gate, const KernelSpec& up_down)
   SparseFfnConfig cfg;
   cfg.gate = gate, cfg.up_down = up_down;
   cfg.up = default_spec(Family::kUp, gate.layer, gate.arch, gate.bucket, gate.sparsity);
-  set_default_launch(cfg, gate.bucket);
+  set_default_launch(cfg);
   return cfg;
 }
 
