@@ -237,7 +237,9 @@ int KernelSpec::dynamic_smem_bytes() const {
            + tiles_per_split * sparsity.capacity * 8       // (h, neuron) list
            + sparsity.tile_n * 4                           // overflow tile's h
            + (tiles_per_split + 2) * 4 + 16                // list offsets, overflow flag
-           + (cluster_size() > 1 ? layer.d_model * 4 : 0);  // the split's fp32 partial (cluster)
+           // fp32 [d_model]: the accumulators while an overflowed tile's up dots run,
+           // then the split's partial that its cluster reads
+           + (family != Family::kUp ? layer.d_model * 4 : 0);
   }
   return 0;
 }

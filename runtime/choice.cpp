@@ -15,6 +15,7 @@ std::string Choice::label() const {
   s += std::string(sparse.split_up_down() ? " down t" : " t") + std::to_string(u.threads) + "p" +
        std::to_string(u.splits) + "b" + std::to_string(u.min_blocks);
   if (sparse.heavy_split()) s += " h" + std::to_string(sparse.heavy_splits);
+  if (sparse.heavy_groups() > 1) s += " g" + std::to_string(sparse.heavy_groups());
   if (sparse.switch_active > 0 && sparse.gemm_gate()) s += " sw" + std::to_string(sparse.switch_active);
   return s;
 }

@@ -33,7 +33,8 @@ Layout layout(const SparseFfnConfig& cfg, int tokens) {
   l.heavy = l.tickets + align256(m * 4);
   l.heavy_partial = l.heavy + (cfg.heavy_split() ? align256((1 + kHeavySlots) * 4) : 0);
   l.partial = l.heavy_partial + (cfg.heavy_split() ? align256(size_t(cfg.heavy_splits) * kHeavySlots * dm * 4) : 0);
-  const int splits = cfg.up_down.tile.splits;
+  // Split partials: [splits][tokens][d_model], or one per heavy group when there are more.
+  const int splits = std::max(cfg.up_down.tile.splits, cfg.heavy_groups());
   l.gate_ws = l.partial + (!cfg.split_up_down() && splits > 1 ? align256(size_t(splits) * chunk * dm * 4) : 0);
   const bool lt = cfg.gemm_gate();
   l.gate_out = l.gate_ws + (lt ? LtGemms::kWorkspace : 0);
@@ -76,9 +77,23 @@ Status SparseFfnConfig::validate() const {
   for (const KernelSpec& s : kernel_specs()) FFNJIT_TRY(s.validate());
   if (!same_layer(gate, up_down) || !same_layer(gate, up))
     return internal_error("sparse config kernels disagree on layer or TwELL layout");
-  if (heavy_splits < 0 || heavy_splits > 16 || heavy_threshold < 0 || switch_active < 0)
-    return user_error("heavy_splits must be 0..16 and heavy_threshold, switch_active >= 0");
+  if (heavy_splits < 0 || heavy_splits > kMaxHeavyGroups * 8 || heavy_threshold < 0 || switch_active < 0)
+    return user_error("heavy_splits must be 0.." + std::to_string(kMaxHeavyGroups * 8) +
+                      " and heavy_threshold, switch_active >= 0");
   return {};
+}
+
+int SparseFfnConfig::heavy_groups() const {
+  const int cluster = up_down.family == Family::kUpDown ? up_down.cluster_size() : 1;
+  if (cluster <= 1 || heavy_splits <= cluster) return 1;
+  return std::min(kMaxHeavyGroups, heavy_splits / cluster);
+}
+
+int SparseFfnConfig::heavy_groups(int rows) const {
+  const int g = heavy_groups();
+  if (g == 1 || rows <= 0) return 1;
+  const long long per_group = (long long)rows * up_down.tile.splits;
+  return int(std::clamp<long long>(kHeavyGroupCtas / per_group, 1, g));
 }
 
 std::vector<KernelSpec> SparseFfnConfig::kernel_specs() const {
@@ -115,9 +130,16 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const 
 }
 
 void set_default_launch(SparseFfnConfig& c) {
-  c.heavy_splits = c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 && c.up_down.arch == Arch::kSm90a
-                       ? kHeavySplits
-                       : 0;
+  // One CTA per token: a second pass of kHeavySplits CTAs per heavy token. Split over a
+  // cluster (decode): enough clusters that a heavy token's tiles get one CTA each.
+  const int cluster = c.up_down.family == Family::kUpDown ? c.up_down.cluster_size() : 1;
+  if (cluster > 1)
+    c.heavy_splits = cluster * std::min(kMaxHeavyGroups, (c.up_down.n_tiles() + cluster - 1) / cluster);
+  else
+    c.heavy_splits =
+        c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 && c.up_down.arch == Arch::kSm90a
+            ? kHeavySplits
+            : 0;
   c.heavy_threshold = std::max(64, c.gate.n_tiles() * c.gate.sparsity.capacity / kHeavyThresholdDivisor);
   // The dense switch is off by default: its conditional node cost ~19 us per forward on
   // H200 (measured 2026-12-02: 128 tokens, 51 vs 32 us), more than it saves on the
@@ -239,7 +261,9 @@ Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, con
                   cfg.heavy_threshold,
                   0};
   if (k.up) FFNJIT_TRY(launch_dependent(*k.up, unsigned(rows), unsigned(cfg.up.tile.splits), &up, stream));
-  FFNJIT_TRY(launch_dependent(*k.up_down, unsigned(rows), unsigned(cfg.up_down.tile.splits), &up, stream));
+  // Heavy groups: whole clusters per token along y (the kernel reads their number from the grid).
+  const unsigned groups = unsigned(cfg.heavy_groups(rows));
+  FFNJIT_TRY(launch_dependent(*k.up_down, unsigned(rows), unsigned(cfg.up_down.tile.splits) * groups, &up, stream));
   if (!cfg.heavy_split()) return {};
   // The heavy tokens the first pass listed, each split over heavy_splits CTAs.
   up.heavy_pass = 1;

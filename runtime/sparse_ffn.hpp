@@ -36,9 +36,11 @@ struct SparseFfnConfig {
   KernelSpec up;       // up: runs before a down kernel on gated layers; unused otherwise
   KernelSpec up_down;  // up_down (fused), or down
   // Launch parameters, not part of any kernel's code (docs/kernels.md):
-  // - heavy_splits > 1: the fused up_down with one CTA per token hands tokens with more
-  //   than heavy_threshold active neurons to a second pass that splits each over
-  //   heavy_splits CTAs (heavy_split());
+  // - heavy_splits > 1: tokens with more than heavy_threshold active neurons are spread
+  //   over heavy_splits CTAs. The fused up_down with one CTA per token hands them to a
+  //   second pass (heavy_split()); the fused up_down split over a cluster (sm_90a, decode)
+  //   launches heavy_groups() clusters per token, all of which take a heavy token's
+  //   tiles (heavy_splits is then rounded down to whole clusters).
   // - switch_active > 0: the device-side dense switch: under a CUDA graph, a forward
   //   (chunk) whose active (token, neuron) pairs exceed switch_active x tokens runs the
   //   dense up/down instead of the sparse one (the gate's counts decide; no host sync).
@@ -51,6 +53,10 @@ struct SparseFfnConfig {
     return heavy_splits > 1 && up_down.family == Family::kUpDown && up_down.tile.splits == 1 &&
            up_down.arch == Arch::kSm90a;
   }
+  // Clusters per token of the fused up_down split over a cluster: 1 (no groups) up to
+  // kMaxHeavyGroups; a forward of `rows` tokens launches heavy_groups(rows) of them.
+  int heavy_groups() const;
+  int heavy_groups(int rows) const;
   // The generated kernels a forward launches, in order.
   std::vector<KernelSpec> kernel_specs() const;
   // The pipeline for logs: "cuBLASLt GEMM + <kernel> + ..." in launch order.
@@ -64,6 +70,12 @@ inline constexpr int kGateGemmRows = 8192;
 // a token's stored capacity (n_tiles x capacity / kHeavyThresholdDivisor, at least 64).
 inline constexpr int kHeavySplits = 8;
 inline constexpr int kHeavyThresholdDivisor = 4;
+// Heavy groups (the decode up_down's clusters per token): at most 8 (a heavy token's
+// tiles over 8 x 8 CTAs), and at most kHeavyGroupCtas CTAs in the launch: a non-heavy
+// token's extra clusters only read its counts and return, about one wave of such CTAs
+// (132 SMs x 8) at 16 tokens.
+inline constexpr int kMaxHeavyGroups = 8;
+inline constexpr int kHeavyGroupCtas = 1024;
 // The tuner tries the dense switch for buckets from this many tokens (docs/kernels.md;
 // off by default: its conditional node costs more than it saves on typical batches).
 inline constexpr int kSwitchMinTokens = 65;

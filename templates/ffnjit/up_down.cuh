@@ -43,6 +43,9 @@ struct UpDownConfig {
   // Weight rows in flight per thread in the down accumulation: 8 when a thread owns one
   // 8-column vector (decode: a few long dependent chains), else 4 (registers).
   static constexpr int kDownRows = kVecsPerThread == 1 ? 8 : 4;
+  // Loads in flight per lane in an overflowed tile's up dots: the most that fit in 64
+  // registers without spilling (ptxas; the nvrtc tier checks every variant).
+  static constexpr int kBackupLoads = THREADS >= 256 && kVecsPerThread == 1 ? 4 : 2;
 };
 
 // x . w[row] for one warp, x in shared memory; every lane gets the sum. U loads in
@@ -98,8 +101,12 @@ struct UpDownSmem {
   __device__ static float* h() { return reinterpret_cast<float*>(base() + C::kModel * 2); }
   // [list cap] neuron index (fused, down) or entry offset in the token (up)
   __device__ static u32* idx() { return reinterpret_cast<u32*>(h() + C::kListCap); }
-  // [tile_n] an overflowed tile's h
+  // [tile_n] an overflowed tile's active neurons: h, then their offsets in the tile
   __device__ static float* tile() { return reinterpret_cast<float*>(idx() + C::kListCap); }
+  __device__ static u16* over_j() {
+    __shared__ u16 j[C::kTileN];
+    return j;
+  }
   // [tiles per split + 2] list offsets, then the overflow flag
   __device__ static int* off() { return reinterpret_cast<int*>(tile() + C::kTileN); }
   // [d_model] fp32: the split's partial, read by its cluster (16-byte aligned)
@@ -114,8 +121,12 @@ struct UpDownSmem {
 // off()[n + 1] when a tile overflowed. When every entry slot of the range fits in two
 // per thread (decode splits), the slots are loaded before the counts are known, so
 // the two reads overlap; slots beyond a tile's count hold stale words and are dropped.
+//
+// With `token_total`, warp 0 also sums all of the token's counts into it (the heavy-group
+// decision, below), its loads issued next to the range's so both cost one round trip.
 template <class C>
-__device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int t_begin, int n) {
+__device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int t_begin, int n,
+                                              u32* token_total = nullptr) {
   using S = UpDownSmem<C>;
   constexpr int kSpec = (C::kListCap + C::kThreads - 1) / C::kThreads;
   constexpr bool kSpeculate = kSpec <= 2;
@@ -130,6 +141,11 @@ __device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int 
       spec[q] = i < n * C::kCap ? slots[i] : 0u;
     }
   if (warp == 0) {
+    constexpr int kAll = (C::kTiles + 31) / 32;
+    u32 all[kAll];
+    if (token_total)
+#pragma unroll
+      for (int q = 0; q < kAll; ++q) all[q] = lane + q * 32 < C::kTiles ? counts[lane + q * 32] : 0u;
     int running = 0;
     bool over = false;
     for (int t0 = 0; t0 < n; t0 += 32) {
@@ -151,6 +167,13 @@ __device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int 
     }
     over = __any_sync(0xffffffffu, over);
     if (lane == 0) S::off()[n] = running, S::off()[n + 1] = over;
+    if (token_total) {
+      u32 sum = 0;
+#pragma unroll
+      for (int q = 0; q < kAll; ++q) sum += all[q];
+      sum = warp_sum_u32(sum);
+      if (lane == 0) *token_total = sum;
+    }
   }
   __syncthreads();
   const auto place = [&](int i, u32 entry) {
@@ -194,6 +217,74 @@ __device__ __forceinline__ void up_dots(const UpDownParams& p, int m, int total)
   __syncthreads();
 }
 
+// The accumulators to (store) or from shared memory (partial(): free until the reduce).
+// Each thread touches only its own words: no barrier needed.
+template <class C>
+__device__ __forceinline__ void park_acc(float (&acc)[C::kVecsPerThread][8], bool store) {
+  float* park = UpDownSmem<C>::partial();
+#pragma unroll
+  for (int v = 0; v < C::kVecsPerThread; ++v) {
+    const int vec = v * C::kThreads + threadIdx.x;
+    if (vec >= C::kSliceVecs) continue;
+    float4* q = reinterpret_cast<float4*>(park + vec * 8);
+    if (store) {
+      q[0] = make_float4(acc[v][0], acc[v][1], acc[v][2], acc[v][3]);
+      q[1] = make_float4(acc[v][4], acc[v][5], acc[v][6], acc[v][7]);
+    } else {
+      const float4 a = q[0], b = q[1];
+      acc[v][0] = a.x, acc[v][1] = a.y, acc[v][2] = a.z, acc[v][3] = a.w;
+      acc[v][4] = b.x, acc[v][5] = b.y, acc[v][6] = b.z, acc[v][7] = b.w;
+    }
+  }
+}
+
+// Tile t of token m is over capacity: its active neurons in neuron order (as entries are
+// stored) as tile()[i] = h, over_j()[i] = neuron offset in the tile. z (the gate's bf16
+// pre-activation, bias included) and a = act(z) are rounded exactly as the gate kernels
+// round them (docs/kernels.md); every z of the tile is read at once. Returns the count.
+template <class C>
+__device__ __forceinline__ int overflow_list(const UpDownParams& p, int m, int t) {
+  using S = UpDownSmem<C>;
+  constexpr int kChunks = (C::kTileN + 31) / 32;
+  __shared__ u32 mask[kChunks];
+  __shared__ float value[kChunks * 32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const u16* gv = p.gate_values + i64(m) * C::kFF + t * C::kTileN;
+  for (int c = warp; c < kChunks; c += C::kWarps) {
+    const int jj = c * 32 + lane, j = t * C::kTileN + jj;
+    bool active = false;
+    if (jj < C::kTileN && j < C::kFF) {
+      const u16 z = gv[jj];
+      active = act_active<C::kAct>(bf16_to_f32(z), p.threshold);
+      value[jj] = bf16_to_f32(act_value_bf16<C::kAct>(z));
+    }
+    const u32 bits = __ballot_sync(0xffffffffu, active);
+    if (lane == 0) mask[c] = bits;
+  }
+  __syncthreads();
+  int n = 0;
+  for (int c = 0; c < kChunks; ++c) n += __popc(mask[c]);
+  for (int c = warp; c < kChunks; c += C::kWarps) {
+    int before = 0;
+    for (int q = 0; q < c; ++q) before += __popc(mask[q]);
+    if (mask[c] >> lane & 1u) {
+      const int at = before + __popc(mask[c] & ((1u << lane) - 1u));
+      S::tile()[at] = value[c * 32 + lane], S::over_j()[at] = u16(c * 32 + lane);
+    }
+  }
+  __syncthreads();
+  if (C::kGated) {  // h = a * (x . Wu[j] + bu[j]), one warp per neuron
+    for (int i = warp; i < n; i += C::kWarps) {
+      const int j = t * C::kTileN + S::over_j()[i];
+      float u = warp_dot<C, C::kBackupLoads>(S::x(), p.w_up + i64(j) * C::kModel, lane);
+      if (C::kUpBias) u += bf16_to_f32(p.up_bias[j]);
+      if (lane == 0) S::tile()[i] *= u;
+    }
+    __syncthreads();
+  }
+  return n;
+}
+
 // acc += h * WdT over the list, then over every neuron of each overflowed tile.
 template <class C>
 __device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C::kVecsPerThread][8],
@@ -216,65 +307,32 @@ __device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C:
     accumulate_rows<C, 1>(acc, p.w_down_t, vec0, [&](int) { return S::idx()[i]; }, [&](int) { return S::h()[i]; });
 
   if (!S::off()[t_end - t_begin + 1]) return;  // no tile over capacity (uniform)
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // Tiles over capacity, one at a time: their active neurons become a list (the gate
+  // values give z: only active neurons cost a row read, as for stored entries), the up
+  // dots run over it at full width, then the rows are accumulated. The accumulators wait
+  // in shared memory while the dots run, so both keep their loads in flight within the
+  // register budget (a heavy token's tiles are all over capacity).
+  park_acc<C>(acc, /*store=*/true);
   const u32* counts = p.counts + i64(m) * C::kTiles;
   for (int t = t_begin; t < t_end; ++t) {
     if (counts[t] <= u32(C::kCap)) continue;  // uniform across the CTA
-    // The gate values of the tile come from the gate (its GEMM output or its spill):
-    // only the active neurons cost a row read, as for stored entries.
-    const u16* gv = p.gate_values + i64(m) * C::kFF + t * C::kTileN;
-    for (int jj = warp; jj < C::kTileN; jj += C::kWarps) {
-      const int j = t * C::kTileN + jj;
-      float h = 0.0f;
-      if (j < C::kFF) {
-        // z (the gate's bf16 pre-activation, bias included) and a = act(z) rounded
-        // exactly as the gate kernels round them (docs/kernels.md).
-        const u16 z = gv[jj];
-        if (act_active<C::kAct>(bf16_to_f32(z), p.threshold)) {
-          h = bf16_to_f32(act_value_bf16<C::kAct>(z));
-          if (C::kGated) {
-            float u = warp_dot<C, 2>(S::x(), p.w_up + i64(j) * C::kModel, lane);
-            if (C::kUpBias) u += bf16_to_f32(p.up_bias[j]);
-            h *= u;
-          }
-        }
-      }
-      if (lane == 0) S::tile()[jj] = h;
-    }
-    __syncthreads();
-    // The tile's active neurons as a list (neuron order, as entries are stored), then a
-    // batched row accumulation like the stored entries': several loads in flight per
-    // thread instead of one (a heavy token's tiles are all over capacity).
-    __shared__ float over_h[C::kTileN];
-    __shared__ u16 over_j[C::kTileN];
-    __shared__ int over_n;
-    if (warp == 0) {
-      int n = 0;
-      for (int jj0 = 0; jj0 < C::kTileN; jj0 += 32) {
-        const float h = S::tile()[jj0 + lane];
-        const unsigned act = __ballot_sync(0xffffffffu, h != 0.0f);
-        if (h != 0.0f) {
-          const int at = n + __popc(act & ((1u << lane) - 1u));
-          over_h[at] = h, over_j[at] = u16(jj0 + lane);
-        }
-        n += __popc(act);
-      }
-      if (lane == 0) over_n = n;
-    }
-    __syncthreads();
-    const int n_over = over_n, row0 = t * C::kTileN;
+    const int n_over = overflow_list<C>(p, m, t);
+    park_acc<C>(acc, /*store=*/false);
+    const int row0 = t * C::kTileN;
     constexpr int R2 = R < 4 ? R : 4;  // 4 in flight: 8 made ptxas spill on the cluster kernels
     int q = 0;
 #pragma unroll 1
     for (; q + R2 <= n_over; q += R2)
-      accumulate_rows<C, R2>(acc, p.w_down_t, vec0, [&](int r) { return row0 + over_j[q + r]; },
-                            [&](int r) { return over_h[q + r]; });
+      accumulate_rows<C, R2>(acc, p.w_down_t, vec0, [&](int r) { return row0 + S::over_j()[q + r]; },
+                             [&](int r) { return S::tile()[q + r]; });
 #pragma unroll 1
     for (; q < n_over; ++q)
-      accumulate_rows<C, 1>(acc, p.w_down_t, vec0, [&](int) { return row0 + over_j[q]; },
-                            [&](int) { return over_h[q]; });
-    __syncthreads();  // tile[] is rewritten by the next overflowed tile
+      accumulate_rows<C, 1>(acc, p.w_down_t, vec0, [&](int) { return row0 + S::over_j()[q]; },
+                            [&](int) { return S::tile()[q]; });
+    park_acc<C>(acc, /*store=*/true);
+    __syncthreads();  // tile() and over_j() are rewritten by the next overflowed tile
   }
+  park_acc<C>(acc, /*store=*/false);
 }
 
 __device__ __forceinline__ void store_bf16(u16* dst, const float (&a)[8]) {
@@ -333,9 +391,13 @@ __device__ __forceinline__ void reduce_splits(const UpDownParams& p, const float
 // Cluster fused launch (the token's splits are one cluster): each CTA publishes its
 // fp32 partial in shared memory; CTA r sums slice r of the columns over the cluster's
 // partials in rank (= split) order, deterministic, and writes the bf16 output.
+//
+// group >= 0 (a heavy token spread over several clusters, below): the cluster's sums go
+// to the fp32 partial of its group instead, and the token's last CTA to arrive sums the
+// groups in order into the output.
 template <class C>
 __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, const float (&acc)[C::kVecsPerThread][8],
-                                                      int m) {
+                                                      int m, int group = -1) {
   float* part = UpDownSmem<C>::partial();
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v) {
@@ -351,11 +413,35 @@ __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, con
   const int v_begin = rank * C::kVecs / C::kSplits, v_end = (rank + 1) * C::kVecs / C::kSplits;
   for (int vec = v_begin + threadIdx.x; vec < v_end; vec += C::kThreads) {
     const float4 a = cluster_sum_f32x4<C::kSplits>(part + vec * 8), b = cluster_sum_f32x4<C::kSplits>(part + vec * 8 + 4);
+    if (group >= 0) {
+      float4* dst = reinterpret_cast<float4*>(p.partial + (i64(group) * p.tokens + m) * C::kModel + vec * 8);
+      __stcg(dst, a), __stcg(dst + 1, b);
+      continue;
+    }
     const float s[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
     store_out<C>(p, m, vec, s);
   }
   cluster_arrive();  // peers may read this CTA's partial until every CTA is done
   cluster_wait();
+  if (group < 0) return;
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  const int groups = int(gridDim.y) / C::kSplits;
+  if (threadIdx.x == 0) last = atomicAdd(p.tickets + m, 1u) == u32(groups * C::kSplits - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int vec = threadIdx.x; vec < C::kVecs; vec += C::kThreads) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int g = 0; g < groups; ++g) {
+      const float4* src = reinterpret_cast<const float4*>(p.partial + (i64(g) * p.tokens + m) * C::kModel + vec * 8);
+      const float4 a = __ldcg(src), b = __ldcg(src + 1);
+      s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
+    }
+    store_out<C>(p, m, vec, s);
+  }
+  if (threadIdx.x == 0) p.tickets[m] = 0;  // ready for the next forward
 }
 
 // Tiles [first, end) of split `s` of `splits` (the heavy pass's share of a token).
@@ -422,7 +508,14 @@ __device__ void up_down(const UpDownParams& p) {
 #endif
   const bool heavy_split = kHeavyable && p.heavy_splits > 1;
   int m = blockIdx.x;
-  const int split = blockIdx.y;
+  // Heavy groups (the fused up_down split over a cluster, sm_90a): the grid holds
+  // gridDim.y / SPLITS clusters per token. A token with more than heavy_threshold active
+  // neurons is spread over all of them (a decode token of 1000+ active neurons keeps 48
+  // SMs busy instead of 8); for the others the first cluster does the work as without
+  // groups and the rest return after reading the counts.
+  constexpr bool kGroupable = C::kMode == kModeFused && C::kCluster;
+  const int groups = kGroupable ? int(gridDim.y) / C::kSplits : 1;
+  const int split = kGroupable ? int(blockIdx.y) % C::kSplits : int(blockIdx.y);
   int t_begin = C::kColumnSplit ? 0 : split * C::kTilesPerSplit;
   int t_end = min(C::kTiles, t_begin + C::kTilesPerSplit);
   grid_dependency_launch();
@@ -435,9 +528,11 @@ __device__ void up_down(const UpDownParams& p) {
     m = int(p.heavy[1 + blockIdx.x]);
     split_range(C::kTiles, p.heavy_splits, split, t_begin, t_end);
   }
-  const int n_here = max(0, t_end - t_begin);
+  int n_here = max(0, t_end - t_begin);
   const int vec0 = C::kColumnSplit ? split * C::kSliceVecs : 0;
-  if (C::kMode != kModeDown) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
+  // (The extra clusters of heavy groups load x only for a heavy token.)
+  const bool extra_group = kGroupable && int(blockIdx.y) >= C::kSplits;
+  if (C::kMode != kModeDown && !extra_group) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
   if (!heavy_pass) grid_dependency_wait();  // everything below reads what the previous kernels wrote
   // A heavy token goes to the heavy pass, while its slots last (later ones run here).
   if (heavy_split && !heavy_pass && token_active<C>(p, m) > u32(p.heavy_threshold)) {
@@ -449,7 +544,17 @@ __device__ void up_down(const UpDownParams& p) {
     __syncthreads();
     if (slot < u32(kHeavySlots)) return;  // the heavy pass computes it
   }
-  const int total = gather_entries<C>(p, m, t_begin, n_here);
+  __shared__ u32 token_total;
+  int total = gather_entries<C>(p, m, t_begin, n_here, groups > 1 ? &token_total : nullptr);
+  const bool grouped = groups > 1 && token_total > u32(p.heavy_threshold);
+  if (grouped) {  // this CTA's share of the tiles over all groups, then its list again
+    split_range(C::kTiles, groups * C::kSplits, int(blockIdx.y), t_begin, t_end);
+    n_here = max(0, t_end - t_begin);
+    if (extra_group) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
+    __syncthreads();
+    total = gather_entries<C>(p, m, t_begin, n_here);
+  }
+  if (extra_group && !grouped) return;  // the whole cluster returns
   if (C::kMode == kModeDown && S::off()[n_here + 1]) {  // the backup path needs x
     load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
     __syncthreads();
@@ -472,7 +577,9 @@ __device__ void up_down(const UpDownParams& p) {
   down_rows<C>(p, acc, vec0, total, t_begin, t_end, m);
 
   if (heavy_pass) return reduce_heavy<C>(p, acc, m, int(blockIdx.x), split);
-  if (C::kMode == kModeFused && C::kCluster) return reduce_cluster_splits<C>(p, acc, m);
+  if (C::kMode == kModeFused && C::kCluster)  // (grouped again from shared memory: one register less)
+    return reduce_cluster_splits<C>(p, acc, m,
+                                    groups > 1 && token_total > u32(p.heavy_threshold) ? int(blockIdx.y) / C::kSplits : -1);
   if (C::kMode == kModeFused && C::kSplits > 1) return reduce_splits<C>(p, acc, m, split);
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v) {

@@ -113,6 +113,39 @@ TEST_CASE("gpu: heavy tokens overflow capacity and stay exact") {
   for (int m : {1, 100}) check_case(*g, kMain, 0.01, m, {}, Sparsity{128, 1});
 }
 
+// Decode tokens with 1000+ active neurons: the cluster-split up_down spreads each over
+// heavy groups (several clusters per token, their partials summed in group order), with
+// every tile over capacity; groups off, the default, and fewer groups than tiles need.
+TEST_CASE("gpu: heavy decode tokens over heavy groups") {
+  Gpu* g = need_gpu();
+  if (!g) return;
+  if (g->arch != Arch::kSm90a) {
+    std::printf("[SKIP] heavy groups run on sm_90a only (this GPU is %s)\n", arch_name(g->arch));
+    return;
+  }
+  for (const Shape& s : {kShapes[0], kShapes[4], kShapes[3]}) {
+    DeviceLayer& L = layer_for(*g, s, 0.005);
+    for (int m : {1, 3, 16, 33, 64})
+      for (double heavy_fraction : {0.3, 1.0}) {
+        synth::InputOptions in;
+        in.heavy_fraction = heavy_fraction, in.heavy_scale = 3.0f;
+        const auto x = synth::make_inputs(m, s.d_model, 31 * m + int(heavy_fraction * 10), in);
+        const auto base = default_sparse_config({s.d_model, s.d_ff, s.gated}, g->arch, m);
+        for (int heavy_splits : {0, base.heavy_splits, 2 * base.up_down.tile.splits}) {
+          SparseFfnConfig cfg = base;
+          cfg.heavy_splits = heavy_splits;
+          INFO(s.d_model << "x" << s.d_ff << " tokens=" << m << " heavy=" << heavy_fraction << " " << cfg.describe()
+                         << " heavy_splits=" << heavy_splits << " groups=" << cfg.heavy_groups(m));
+          REQUIRE(cfg.up_down.cluster_size() > 1);
+          if (heavy_splits == base.heavy_splits) CHECK(cfg.heavy_groups() > 1);
+          CaseResult r = run_sparse_case(*g, L, cfg, x, m);
+          INFO(r.describe());
+          CHECK(r.ok());
+        }
+      }
+  }
+}
+
 TEST_CASE("gpu: a tile where every neuron fires") {
   Gpu* g = need_gpu();
   if (!g) return;

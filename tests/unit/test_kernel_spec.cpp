@@ -125,7 +125,12 @@ TEST_CASE("a fused up_down's splits form a cluster when one fits (sm_90a, up to 
   u.tile.splits = 8;
   u.arch = Arch::kSm80;
   CHECK(u.cluster_size() == 1);
-  CHECK(u.dynamic_smem_bytes() == smem - 2048 * 4);  // the cluster's fp32 partial of d_model
+  // Every up_down holds an fp32 [d_model] region: the accumulators while an overflowed
+  // tile's up dots run, then (a cluster) the split's partial; up holds none.
+  CHECK(u.dynamic_smem_bytes() == smem);
+  KernelSpec up = u;
+  up.family = Family::kUp;
+  CHECK(up.dynamic_smem_bytes() == smem - 2048 * 4);
   KernelSpec d = default_spec(Family::kDown, {2048, 5632, true}, Arch::kSm90a, {1, 1});
   d.tile.splits = 4;
   CHECK(d.cluster_size() == 1);
