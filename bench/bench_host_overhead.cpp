@@ -1,7 +1,8 @@
 // Host time per ffnjit_ffn_forward call with a warm cache (kernels resolved), next to
-// its floor: the host time of one bare cuLaunchKernel of an empty kernel, timed the
-// same way. Each forward's kernel count comes from capturing one call into a CUDA
-// graph. Repeated calls with the same arguments replay ffnjit's cached graph (one
+// its floor: what its launches cost by themselves, timed the same way (an empty kernel
+// through cuLaunchKernel, through cuLaunchKernelEx with the programmatic dependent
+// launch attribute, and one cuBLASLt GEMM of the gate's shape). Each forward's launches
+// come from capturing one call into a CUDA graph. Repeated calls with the same arguments replay ffnjit's cached graph (one
 // cuGraphLaunch, runtime/forward_graph.hpp); the "args change" rows defeat that
 // cache, so there forward ~= kernels x floor + ffnjit's own overhead.
 // The GPU work is tiny, and the queue is drained between batches so enqueueing
@@ -19,6 +20,7 @@
 #include "ffnjit/ffnjit.h"
 #include "model/synthetic.hpp"
 #include "runtime/device.hpp"
+#include "runtime/lt_gemm.hpp"
 
 using namespace ffnjit;
 
@@ -49,11 +51,13 @@ bool time_host(const drv::Api* cu, CUstream stream, F&& call, Timing* t) {
   return true;
 }
 
-// Nodes of a captured graph: kernels and everything else (memsets, copies, child
-// graphs). Graph queries are not in the runtime's driver table; they come from the
-// libcuda.so.1 it already loaded. -1: could not be counted.
+// Nodes of a captured graph: ffnjit's kernels launched plainly and with programmatic
+// dependent launch (an incoming programmatic edge: cuLaunchKernelEx with the PDL
+// attribute, ~1 us more host time), cuBLASLt's kernels, and everything else (memsets,
+// copies, child graphs). Graph queries are not in the runtime's driver table; they come
+// from the libcuda.so.1 it already loaded. kernels = -1: could not be counted.
 struct NodeCount {
-  int kernels = -1, other = -1;
+  int kernels = -1, pdl = 0, lt = 0, other = -1;
 };
 
 NodeCount count_nodes(CUgraph graph) {
@@ -61,17 +65,47 @@ NodeCount count_nodes(CUgraph graph) {
   void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
   if (!lib) return n;
   auto get_nodes = reinterpret_cast<decltype(&::cuGraphGetNodes)>(dlsym(lib, "cuGraphGetNodes"));
-  auto node_type =
-      reinterpret_cast<decltype(&::cuGraphNodeGetType)>(dlsym(lib, "cuGraphNodeGetType"));
-  size_t count = 0;
+  auto node_type = reinterpret_cast<decltype(&::cuGraphNodeGetType)>(dlsym(lib, "cuGraphNodeGetType"));
+  auto get_edges = reinterpret_cast<decltype(&::cuGraphGetEdges_v2)>(dlsym(lib, "cuGraphGetEdges_v2"));
+  auto kernel_params =
+      reinterpret_cast<decltype(&::cuGraphKernelNodeGetParams_v2)>(dlsym(lib, "cuGraphKernelNodeGetParams_v2"));
+  auto func_name = reinterpret_cast<decltype(&::cuFuncGetName)>(dlsym(lib, "cuFuncGetName"));
+  auto kernel_name = reinterpret_cast<decltype(&::cuKernelGetName)>(dlsym(lib, "cuKernelGetName"));
+  size_t count = 0, n_edges = 0;
   if (get_nodes && node_type && get_nodes(graph, nullptr, &count) == CUDA_SUCCESS) {
     std::vector<CUgraphNode> nodes(count);
+    std::vector<CUgraphNode> from, to;
+    std::vector<CUgraphEdgeData> edges;
+    if (get_edges && get_edges(graph, nullptr, nullptr, nullptr, &n_edges) == CUDA_SUCCESS) {
+      from.resize(n_edges), to.resize(n_edges), edges.resize(n_edges);
+      if (get_edges(graph, from.data(), to.data(), edges.data(), &n_edges) != CUDA_SUCCESS) n_edges = 0;
+    }
     if (get_nodes(graph, nodes.data(), &count) == CUDA_SUCCESS) {
       n.kernels = n.other = 0;
       for (size_t i = 0; i < count; ++i) {
         CUgraphNodeType type;
         if (node_type(nodes[i], &type) != CUDA_SUCCESS) return dlclose(lib), NodeCount{};
-        ++(type == CU_GRAPH_NODE_TYPE_KERNEL ? n.kernels : n.other);
+        if (type != CU_GRAPH_NODE_TYPE_KERNEL) {
+          ++n.other;
+          continue;
+        }
+        ++n.kernels;
+        // ffnjit's kernels are named ffnjit_*; the rest are cuBLASLt's.
+        const char* name = nullptr;
+        CUDA_KERNEL_NODE_PARAMS kp{};
+        if (kernel_params && kernel_params(nodes[i], &kp) == CUDA_SUCCESS) {
+          if (kp.func && func_name) func_name(&name, kp.func);
+          if (!name && kp.kern && kernel_name) kernel_name(&name, kp.kern);
+        }
+        if (!name || std::string(name).rfind("ffnjit_", 0) != 0) {
+          ++n.lt;
+          continue;
+        }
+        for (size_t e = 0; e < n_edges; ++e)
+          if (to[e] == nodes[i] && edges[e].type == CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC) {
+            ++n.pdl;
+            break;
+          }
       }
     }
   }
@@ -79,16 +113,30 @@ NodeCount count_nodes(CUgraph graph) {
   return n;
 }
 
-void print_row(const std::string& what, NodeCount n, Timing t, double floor_us) {
-  char kernels[16] = "?", other[16] = "?", floor_k[16] = "?", rest[16] = "?";
+// The floors one forward's launches cost on the host, measured like the forward.
+struct Floors {
+  double plain = 0, pdl = 0, lt = 0;  // us: cuLaunchKernel, cuLaunchKernelEx + PDL, one cuBLASLt GEMM
+};
+
+void print_header() {
+  std::printf("%-16s %7s %4s %4s %5s %9s %9s %9s %8s\n", "call", "kernels", "pdl", "lt", "other", "median_us", "p90_us",
+              "floor_us", "rest_us");
+}
+
+// rest = median - the floors of the kernels the call launched: ffnjit's own host share.
+void print_row(const std::string& what, NodeCount n, Timing t, const Floors& f) {
+  char kernels[16] = "?", pdl[16] = "?", lt[16] = "?", other[16] = "?", floor_s[16] = "?", rest[16] = "?";
   if (n.kernels >= 0) {
+    const double floor = (n.kernels - n.pdl - n.lt) * f.plain + n.pdl * f.pdl + n.lt * f.lt;
     std::snprintf(kernels, sizeof kernels, "%d", n.kernels);
+    std::snprintf(pdl, sizeof pdl, "%d", n.pdl);
+    std::snprintf(lt, sizeof lt, "%d", n.lt);
     std::snprintf(other, sizeof other, "%d", n.other);
-    std::snprintf(floor_k, sizeof floor_k, "%.2f", n.kernels * floor_us);
-    std::snprintf(rest, sizeof rest, "%.2f", t.median - n.kernels * floor_us);
+    std::snprintf(floor_s, sizeof floor_s, "%.2f", floor);
+    std::snprintf(rest, sizeof rest, "%.2f", t.median - floor);
   }
-  std::printf("%-16s %7s %5s %9.2f %9.2f %16s %8s\n", what.c_str(), kernels, other, t.median, t.p90,
-              floor_k, rest);
+  std::printf("%-16s %7s %4s %4s %5s %9.2f %9.2f %9s %8s\n", what.c_str(), kernels, pdl, lt, other, t.median, t.p90,
+              floor_s, rest);
 }
 
 }  // namespace
@@ -123,8 +171,24 @@ int main() {
       std::fprintf(stderr, "cuLaunchKernel: %s\n", drv::result_name(r).c_str());
     return r == CUDA_SUCCESS;
   };
-  Timing floor;
+  Timing floor, floor_pdl;
   if (!time_host(cu, stream, launch_empty, &floor)) return 1;
+  // The same launch with the programmatic dependent launch attribute, as the runtime
+  // launches every kernel behind the first (runtime/kernels.cpp launch_dependent).
+  auto launch_empty_pdl = [&] {
+    CUlaunchAttribute attr{};
+    attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig cfg{};
+    cfg.gridDimX = cfg.gridDimY = cfg.gridDimZ = 1;
+    cfg.blockDimX = 32, cfg.blockDimY = cfg.blockDimZ = 1;
+    cfg.hStream = stream;
+    cfg.attrs = &attr, cfg.numAttrs = 1;
+    CUresult r = cu->cuLaunchKernelEx(&cfg, fn, nullptr, nullptr);
+    if (r != CUDA_SUCCESS) std::fprintf(stderr, "cuLaunchKernelEx: %s\n", drv::result_name(r).c_str());
+    return r == CUDA_SUCCESS;
+  };
+  if (!time_host(cu, stream, launch_empty_pdl, &floor_pdl)) return 1;
 
   const int dm = 2048, dff = 5632;
   auto layer = synth::make_layer(dm, dff, true, 29.0 / dff, 3);
@@ -140,57 +204,69 @@ int main() {
   ffnjit_layer* l = nullptr;
   if (ffnjit_layer_register(ctx, &d, &l) != FFNJIT_STATUS_OK) return std::fprintf(stderr, "%s\n", ffnjit_last_error()), 1;
 
+  auto lt = LtGemms::create();
+  if (!lt) return std::fprintf(stderr, "%s\n", lt.error().message.c_str()), 1;
+  auto lt_ws = *DeviceBuffer::alloc(LtGemms::kWorkspace);
+
   std::printf("host us per call (980 calls, batches of 20, stream drained between batches); %s\n",
               dev->info().name.c_str());
-  std::printf("%-16s %7s %5s %9s %9s %16s %8s\n", "call", "kernels", "other", "median_us", "p90_us",
-              "kernels*floor_us", "rest_us");
-  print_row("empty kernel", {1, 0}, floor, floor.median);
+  std::printf("floor_us: the calls' launches at the floors below (plain, PDL, cuBLASLt); rest_us: ffnjit's own\n");
+  print_header();
+  print_row("empty kernel", {1, 0, 0, 0}, floor, {floor.median, 0, 0});
+  print_row("empty kernel pdl", {1, 1, 0, 0}, floor_pdl, {0, floor_pdl.median, 0});
   for (int m : {1, 64, 2048}) {
-    auto x = *DeviceBuffer::alloc(size_t(m) * dm * 2), out = *DeviceBuffer::alloc(size_t(m) * dm * 2);
+    // x and out: 8 slots each in one allocation, as a caching allocator's segment hands
+    // out activations; x(i) and out(i) are slot i.
+    constexpr int kSlots = 8;
+    const size_t row_bytes = size_t(m) * dm * 2;
+    auto xs = *DeviceBuffer::alloc(row_bytes * kSlots), outs = *DeviceBuffer::alloc(row_bytes * kSlots);
+    auto x = [&](int i) { return reinterpret_cast<void*>(xs.ptr() + size_t(i) * row_bytes); };
+    auto out = [&](int i) { return reinterpret_cast<void*>(outs.ptr() + size_t(i) * row_bytes); };
     size_t ws_bytes = 0;
     ffnjit_layer_workspace_size(l, m, &ws_bytes);
     auto ws = *DeviceBuffer::alloc(ws_bytes);
-    auto forward = [&] {
-      ffnjit_status s = ffnjit_ffn_forward(l, reinterpret_cast<void*>(x.ptr()),
-                                           reinterpret_cast<void*>(out.ptr()), m,
-                                           reinterpret_cast<void*>(ws.ptr()), ws_bytes, stream);
+    auto forward_at = [&](int i) {
+      ffnjit_status s = ffnjit_ffn_forward(l, x(i), out(i), m, reinterpret_cast<void*>(ws.ptr()), ws_bytes, stream);
       if (s != FFNJIT_STATUS_OK) std::fprintf(stderr, "%s\n", ffnjit_last_error());
       return s == FFNJIT_STATUS_OK;
     };
+    // The host cost of one cuBLASLt GEMM of the gate's shape (its plan cached), the
+    // floor of a GEMM-gate forward's cuBLASLt node.
+    auto z = *DeviceBuffer::alloc(size_t(m) * dff * 2);
+    auto gemm = [&] {
+      Status s = (*lt)->run(m, dff, dm, false, 0, CUdeviceptr(x(0)), wg.ptr(), z.ptr(), lt_ws.ptr(), stream);
+      if (!s) std::fprintf(stderr, "%s\n", s.error().message.c_str());
+      return bool(s);
+    };
+    Timing tl;
+    if (!time_host(cu, stream, gemm, &tl)) return 1;
+    const Floors floors{floor.median, floor_pdl.median, tl.median};
+    print_row("cublaslt m=" + std::to_string(m), {1, 0, 1, 0}, tl, floors);
     // What one forward enqueues, counted from a graph capture of it.
     NodeCount n;
     CUgraph graph = nullptr;
     if (cu->cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) == CUDA_SUCCESS) {
-      const bool ok = forward();
+      const bool ok = forward_at(0);
       if (cu->cuStreamEndCapture(stream, &graph) == CUDA_SUCCESS && graph) {
         if (ok) n = count_nodes(graph);
       }
       if (!ok) return 1;
     }
     Timing t;
-    if (!time_host(cu, stream, forward, &t)) return 1;
-    print_row("forward m=" + std::to_string(m), n, t, floor.median);
-    // The same with the output pointer changing on every call: no call repeats its
-    // predecessor's arguments, so every one launches its kernels directly.
-    auto out2 = *DeviceBuffer::alloc(size_t(m) * dm * 2);
-    bool flip = false;
-    auto forward_direct = [&] {
-      flip = !flip;
-      ffnjit_status s = ffnjit_ffn_forward(l, reinterpret_cast<void*>(x.ptr()),
-                                           reinterpret_cast<void*>((flip ? out2 : out).ptr()), m,
-                                           reinterpret_cast<void*>(ws.ptr()), ws_bytes, stream);
-      if (s != FFNJIT_STATUS_OK) std::fprintf(stderr, "%s\n", ffnjit_last_error());
-      return s == FFNJIT_STATUS_OK;
-    };
+    if (!time_host(cu, stream, [&] { return forward_at(0); }, &t)) return 1;
+    print_row("forward m=" + std::to_string(m), n, t, floors);
+    // x and out change on every call (eager PyTorch): no call repeats its predecessor's
+    // arguments, so every one launches its kernels directly.
+    int slot = 0;
     Timing td;
-    if (!time_host(cu, stream, forward_direct, &td)) return 1;
-    print_row("  args change", n, td, floor.median);
+    if (!time_host(cu, stream, [&] { return forward_at(slot = (slot + 1) % kSlots); }, &td)) return 1;
+    print_row("  args change", n, td, floors);
     // For comparison: replaying the captured forward as one graph launch.
     CUgraphExec exec = nullptr;
     if (graph && cu->cuGraphInstantiate(&exec, graph, 0) == CUDA_SUCCESS) {
       Timing tg;
       if (time_host(cu, stream, [&] { return cu->cuGraphLaunch(exec, stream) == CUDA_SUCCESS; }, &tg))
-        print_row("graph m=" + std::to_string(m), {0, 1}, tg, floor.median);
+        print_row("graph m=" + std::to_string(m), {0, 0, 0, 1}, tg, floors);
       cu->cuGraphExecDestroy(exec);
     }
     if (graph) cu->cuGraphDestroy(graph);

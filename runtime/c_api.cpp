@@ -20,6 +20,7 @@
 #include "runtime/device_weights.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/layer.hpp"
+#include "runtime/pointer_ranges.hpp"
 #include "runtime/record_lookup.hpp"
 
 namespace {
@@ -55,14 +56,6 @@ ffnjit_status ok() {
 constexpr uint32_t kContextMagic = 0x46464e43;  // 'FFNC'
 constexpr uint32_t kLayerMagic = 0x46464e4c;    // 'FFNL'
 
-// Which device a pointer lives on, or -1 when it is not device memory.
-int pointer_device(const drv::Api* cu, const void* p) {
-  int ordinal = -1;
-  if (cu->cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, CUdeviceptr(p)) != CUDA_SUCCESS)
-    return -1;
-  return ordinal;
-}
-
 }  // namespace
 
 struct ffnjit_context {
@@ -87,6 +80,7 @@ struct ffnjit_context {
   CUstream capture_stream = nullptr;
   std::mutex capture_mu;
   ChoiceLookup lookup;  // the cache's tuning records, for Layer::plan
+  PointerRanges pointers;  // allocations whose device ffnjit_ffn_forward has checked
   ~ffnjit_context() {
     if (capture_stream && device && device->make_current()) device->api()->cuStreamDestroy(capture_stream);
   }
@@ -97,9 +91,6 @@ struct ffnjit_layer {
   uint32_t magic = kLayerMagic;
   ffnjit_context* ctx = nullptr;
   std::unique_ptr<Layer> layer;
-  // The last (x, out) pair whose device was checked: engines reuse their buffers,
-  // and the driver query costs about a microsecond per pointer.
-  std::atomic<uintptr_t> checked_x{0}, checked_out{0};
 };
 
 namespace {
@@ -412,15 +403,11 @@ ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, 
     CUcontext current = nullptr;
     if (cu->cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx->device->context())
       if (Status s = ctx->device->make_current(); !s) return fail(s);
-    const uintptr_t ux = reinterpret_cast<uintptr_t>(x), uo = reinterpret_cast<uintptr_t>(out);
-    if (layer->checked_x.load(std::memory_order_relaxed) != ux || layer->checked_out.load(std::memory_order_relaxed) != uo) {
-      const int dev_x = pointer_device(cu, x), dev_out = pointer_device(cu, out);
-      if (dev_x != ctx->options.device || dev_out != ctx->options.device)
-        return invalid(std::string(dev_x != ctx->options.device ? "x" : "out") +
-                       ((dev_x < 0 || dev_out < 0) ? " is not CUDA device memory" : " is on another device than the layer") +
+    for (const auto& [name, ptr] : {std::pair{"x", x}, std::pair<const char*, const void*>{"out", out}}) {
+      const int dev = ctx->pointers.device_of(cu, CUdeviceptr(ptr));
+      if (dev != ctx->options.device)
+        return invalid(std::string(name) + (dev < 0 ? " is not CUDA device memory" : " is on another device than the layer") +
                        "; pass device pointers on device " + std::to_string(ctx->options.device));
-      layer->checked_x.store(ux, std::memory_order_relaxed);
-      layer->checked_out.store(uo, std::memory_order_relaxed);
     }
     if (Status s = layer->layer->forward(plan, CUdeviceptr(x), CUdeviceptr(out), int(tokens), CUdeviceptr(workspace),
                                          static_cast<CUstream>(stream), ctx->capture_stream, ctx->capture_mu);

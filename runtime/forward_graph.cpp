@@ -15,20 +15,24 @@ Status ForwardGraph::run(const Key& key, CUstream stream, CUstream capture_strea
   auto api = drv::api();
   FFNJIT_TRY(api);
   const drv::Api* cu = *api;
-  CUstreamCaptureStatus capturing = CU_STREAM_CAPTURE_STATUS_NONE;
-  FFNJIT_CU(cuStreamIsCapturing(stream, &capturing));
-  // The caller's own capture records our kernels; another thread's forward on this
-  // layer holding the cache: launch directly rather than wait.
+  // Another thread's forward on this layer holding the cache: launch directly rather
+  // than wait.
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-  if (capturing != CU_STREAM_CAPTURE_STATUS_NONE || !lock.owns_lock()) return enqueue(stream);
-  if (key == last_ && exec_) {
-    FFNJIT_CU(cuGraphLaunch(exec_, stream));
-    return {};
-  }
+  if (!lock.owns_lock()) return enqueue(stream);
+  // New arguments launch directly (no driver query on this path: eager callers whose
+  // pointers change every call pay only their launches).
   if (!(key == last_) || disabled_) {
     last_ = key;
     if (exec_) cu->cuGraphExecDestroy(exec_), exec_ = nullptr;
     return enqueue(stream);
+  }
+  // The caller's own capture records our kernels.
+  CUstreamCaptureStatus capturing = CU_STREAM_CAPTURE_STATUS_NONE;
+  FFNJIT_CU(cuStreamIsCapturing(stream, &capturing));
+  if (capturing != CU_STREAM_CAPTURE_STATUS_NONE) return enqueue(stream);
+  if (exec_) {
+    FFNJIT_CU(cuGraphLaunch(exec_, stream));
+    return {};
   }
   // Second call in a row with these arguments: capture on the private stream. Any
   // failure turns graphs off for this owner and the call launches directly.

@@ -106,9 +106,14 @@ CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int v, size_t n, CUstream s) {
 CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { (void)s; memset((void*)d, v, n); return CUDA_SUCCESS; }
 CUresult cuMemGetInfo(size_t* free_b, size_t* total) { *free_b = (size_t)70 << 30, *total = (size_t)80 << 30; return CUDA_SUCCESS; }
 CUresult cuPointerGetAttribute(void* data, CUpointer_attribute a, CUdeviceptr p) {
-  if (a != CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL || find_alloc((uintptr_t)p) < 0) return CUDA_ERROR_INVALID_VALUE;
-  *(int*)data = 0;
-  return CUDA_SUCCESS;
+  const int i = find_alloc((uintptr_t)p);
+  if (i < 0) return CUDA_ERROR_INVALID_VALUE;
+  switch (a) {
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int*)data = 0; return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(CUdeviceptr*)data = (CUdeviceptr)allocs[i].base; return CUDA_SUCCESS;
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t*)data = allocs[i].size; return CUDA_SUCCESS;
+    default: return CUDA_ERROR_INVALID_VALUE;
+  }
 }
 CUresult cuStreamCreate(CUstream* s, unsigned int flags) { (void)flags; *s = (CUstream)&dummy_object; return CUDA_SUCCESS; }
 CUresult cuStreamDestroy(CUstream s) { (void)s; return CUDA_SUCCESS; }
