@@ -198,7 +198,7 @@ int main() {
   ffnjit_context* ctx = nullptr;
   if (ffnjit_context_create(nullptr, &ctx) != FFNJIT_STATUS_OK) return std::fprintf(stderr, "%s\n", ffnjit_last_error()), 1;
   ffnjit_layer_desc d{};
-  d.d_model = dm, d.d_ff = dff, d.gated = 1, d.dtype = FFNJIT_BF16, d.layer_id = "bench#0";
+  d.d_model = dm, d.d_ff = dff, d.gated = 1, d.dtype = FFNJIT_BF16;  // no layer_id: served by shape records or defaults
   d.gate_proj = reinterpret_cast<void*>(wg.ptr()), d.up_proj = reinterpret_cast<void*>(wu.ptr());
   d.down_proj = reinterpret_cast<void*>(wd.ptr());
   ffnjit_layer* l = nullptr;

@@ -4,6 +4,6 @@
 namespace ffnjit {
 
 // Bump when generated code changes meaning for the same spec (invalidates caches).
-inline constexpr const char* kGeneratorVersion = "0.3.0";
+inline constexpr const char* kGeneratorVersion = "0.3.1";
 
 }  // namespace ffnjit

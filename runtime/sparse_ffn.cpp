@@ -77,8 +77,8 @@ Status SparseFfnConfig::validate() const {
   for (const KernelSpec& s : kernel_specs()) FFNJIT_TRY(s.validate());
   if (!same_layer(gate, up_down) || !same_layer(gate, up))
     return internal_error("sparse config kernels disagree on layer or TwELL layout");
-  if (heavy_splits < 0 || heavy_splits > kMaxHeavyGroups * 8 || heavy_threshold < 0 || switch_active < 0)
-    return user_error("heavy_splits must be 0.." + std::to_string(kMaxHeavyGroups * 8) +
+  if (heavy_splits < 0 || heavy_splits > kMaxHeavySplits || heavy_threshold < 0 || switch_active < 0)
+    return user_error("heavy_splits must be 0.." + std::to_string(kMaxHeavySplits) +
                       " and heavy_threshold, switch_active >= 0");
   return {};
 }
@@ -130,17 +130,19 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const 
 }
 
 void set_default_launch(SparseFfnConfig& c) {
-  // One CTA per token: a second pass of kHeavySplits CTAs per heavy token. Split over a
-  // cluster (decode): enough clusters that a heavy token's tiles get one CTA each.
+  // One CTA per token: a second pass of one CTA per tile for each heavy token. Split over
+  // a cluster (decode): enough clusters that a heavy token's tiles get one CTA each.
   const int cluster = c.up_down.family == Family::kUpDown ? c.up_down.cluster_size() : 1;
+  const int tiles = c.up_down.n_tiles();
   if (cluster > 1)
-    c.heavy_splits = cluster * std::min(kMaxHeavyGroups, (c.up_down.n_tiles() + cluster - 1) / cluster);
+    c.heavy_splits = cluster * std::min(kMaxHeavyGroups, (tiles + cluster - 1) / cluster);
   else
     c.heavy_splits =
         c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 && c.up_down.arch == Arch::kSm90a
-            ? kHeavySplits
+            ? std::min(tiles, kMaxHeavySplits)
             : 0;
-  c.heavy_threshold = std::max(64, c.gate.n_tiles() * c.gate.sparsity.capacity / kHeavyThresholdDivisor);
+  const int stored = c.gate.n_tiles() * c.gate.sparsity.capacity;
+  c.heavy_threshold = std::max(64, stored / (cluster > 1 ? kDecodeHeavyThresholdDivisor : kHeavyThresholdDivisor));
   // The dense switch is off by default: its conditional node cost ~19 us per forward on
   // H200 (measured 2026-12-02: 128 tokens, 51 vs 32 us), more than it saves on the
   // batches the defaults serve. The tuner enables it where its cost is within 2%.

@@ -66,10 +66,16 @@ struct SparseFfnConfig {
 // Tokens per chunk of a forward: the gate and up/down run chunk by chunk, so the gate
 // values kept for tiles over capacity (and the GEMM gate's output) need this many rows.
 inline constexpr int kGateGemmRows = 8192;
-// Heavy-token split defaults: CTAs per heavy token, and the threshold as a fraction of
-// a token's stored capacity (n_tiles x capacity / kHeavyThresholdDivisor, at least 64).
-inline constexpr int kHeavySplits = 8;
-inline constexpr int kHeavyThresholdDivisor = 4;
+// Heavy-token split defaults. One CTA per token: a second pass gives each heavy token
+// one CTA per tile (at most kMaxHeavySplits), and a token is heavy from n_tiles x capacity
+// / kHeavyThresholdDivisor active neurons (at least 64; 85 at d_ff 5632, capacity 31).
+// On the reference model (H200) a token of 300-1800 active neurons in one 128-thread CTA,
+// or in 8 CTAs, was the straggler of the whole up/down at 128-2048 tokens (layer 0, 2048
+// tokens: 335 us against 201 dense). The decode clusters use heavy groups (below) from
+// n_tiles x capacity / kDecodeHeavyThresholdDivisor (341).
+inline constexpr int kMaxHeavySplits = 64;
+inline constexpr int kHeavyThresholdDivisor = 16;
+inline constexpr int kDecodeHeavyThresholdDivisor = 4;
 // Heavy groups (the decode up_down's clusters per token): at most 8 (a heavy token's
 // tiles over 8 x 8 CTAs), and at most kHeavyGroupCtas CTAs in the launch: a non-heavy
 // token's extra clusters only read its counts and return, about one wave of such CTAs

@@ -46,5 +46,8 @@ Expected<Plan> make_plan(const model::ModelInfo& info, const std::vector<BatchBu
 
 // The token count a bucket is timed at: its upper end, capped at 8192 for the open one.
 int measure_tokens(const BatchBucket& b);
+// The bucket's low end, where its finalists are timed as well (select_choice), or 0 for
+// a bucket of one token count.
+int low_end_tokens(const BatchBucket& b);
 
 }  // namespace ffnjit

@@ -7,7 +7,7 @@ namespace ffnjit {
 
 Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold, const BatchBucket& bucket,
                                   const Sparsity& planned, bool from_profile, const MeasureOptions& mo,
-                                  const std::function<Status(const Choice&)>& prepare) {
+                                  const std::function<Status(const Choice&)>& prepare, CandidateBench* low) {
   Selection r;
   const LayerShape& shape = select.layer().shape();
   const Arch arch = select.layer().arch();
@@ -50,23 +50,40 @@ Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold, 
     c.sparse.switch_active = 0;
     finalists.push_back(c);
   }
-  double best_us = INFINITY;
+  // Each finalist's cost relative to dense: on the held-out rows at the bucket's
+  // measured count, and (with `low`) at its low end too, where the worse of the two counts.
+  auto td = check_time(hold, dense, SearchStage::kForward, mo);
+  record("held-out dense", dense, td);
+  FFNJIT_TRY(td);
+  r.dense_us = td->median_us;
+  double dense_low = 0;
+  if (low) {
+    auto tl = check_time(*low, dense, SearchStage::kForward, mo);
+    record("low-end dense", dense, tl);
+    FFNJIT_TRY(tl);
+    dense_low = tl->median_us;
+  }
+  double best_cost = INFINITY, best_us = INFINITY, default_cost = 0;
   r.winner = untuned;
   for (size_t i = 0; i < finalists.size(); ++i) {
     auto t = check_time(hold, finalists[i], SearchStage::kForward, mo);
     record(i == 0 ? "held-out default" : "held-out", finalists[i], t);
     if (!t) continue;
-    if (i == 0) r.default_us = t->median_us;
-    if (t->median_us < best_us) best_us = t->median_us, r.winner = finalists[i];
+    double cost = t->median_us / r.dense_us;
+    if (low) {
+      auto tl = check_time(*low, finalists[i], SearchStage::kForward, mo);
+      record(i == 0 ? "low-end default" : "low-end", finalists[i], tl);
+      if (!tl) continue;
+      cost = std::max(cost, tl->median_us / dense_low);
+    }
+    if (i == 0) r.default_us = t->median_us, default_cost = cost;
+    if (cost < best_cost) best_cost = cost, best_us = t->median_us, r.winner = finalists[i];
   }
   if (!std::isfinite(best_us)) return internal_error("no sparse candidate ran; see the tuning record's candidates");
-  if (r.default_us > 0 && r.default_us <= best_us * (1 + kKeepDefaultMargin)) r.winner = untuned, best_us = r.default_us;
-  auto td = check_time(hold, dense, SearchStage::kForward, mo);
-  record("held-out dense", dense, td);
-  FFNJIT_TRY(td);
-  r.dense_us = td->median_us;
-  // Never slower than dense: the dense fallback wins ties and losses.
-  if (!(best_us < r.dense_us)) r.winner = dense, best_us = r.dense_us;
+  if (default_cost > 0 && default_cost <= best_cost * (1 + kKeepDefaultMargin))
+    r.winner = untuned, best_us = r.default_us, best_cost = default_cost;
+  // Never slower than dense, at either end: the dense fallback wins ties and losses.
+  if (!(best_cost < 1.0)) r.winner = dense, best_us = r.dense_us;
   r.winner_us = best_us;
   // The dense switch of a GEMM-gate winner: a batch whose active neurons per token exceed
   // what these inputs had by the measured dense/sparse ratio (the sparse forward grows

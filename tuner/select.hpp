@@ -28,9 +28,14 @@ struct Selection {
 
 // `select` and `hold` time the same layer on different inputs. `planned` is the TwELL
 // format the plan chose (from the profile when from_profile). `prepare` runs before a
-// choice is first checked (the tuner waits for its compile pool there).
+// choice is first checked (the tuner waits for its compile pool there). `low`, when
+// given, holds held-out rows at the bucket's low end (low_end_tokens): the finalists and
+// dense are timed there too, and a choice is judged by its worse ratio to dense of the
+// two token counts (a bucket of 1025-4096 tokens is searched at 4096 but also served at
+// 1025: on the reference model a layer tuned at 4096 alone ran 0.60x dense at 2048).
 Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold, const BatchBucket& bucket,
                                   const Sparsity& planned, bool from_profile, const MeasureOptions& mo,
-                                  const std::function<Status(const Choice&)>& prepare = {});
+                                  const std::function<Status(const Choice&)>& prepare = {},
+                                  CandidateBench* low = nullptr);
 
 }  // namespace ffnjit

@@ -248,11 +248,22 @@ Expected<Selection> tune_entry(const Device& dev, CUstream stream, Layer& layer,
   auto hold = CandidateBench::create(dev, stream, layer, host.view(),
                                      entry_inputs(captured, e.layer.d_model, e.tokens, true, seed));
   FFNJIT_TRY(hold);
-  return select_choice(*select, *hold, e.bucket, e.sparsity, from_profile, mo, [&](const Choice& c) -> Status {
-    if (c.strategy == Choice::Strategy::kSparse)
-      for (const auto& k : c.sparse.kernel_specs()) FFNJIT_TRY(load(kernels, pool, k, cache));
-    return {};
-  });
+  // The finalists are also timed at the bucket's low end, on held-out rows.
+  std::optional<CandidateBench> low;
+  if (const int lt = low_end_tokens(e.bucket); lt > 0) {
+    auto b = CandidateBench::create(dev, stream, layer, host.view(),
+                                    entry_inputs(captured, e.layer.d_model, lt, true, seed + 1));
+    FFNJIT_TRY(b);
+    low.emplace(std::move(*b));
+  }
+  return select_choice(
+      *select, *hold, e.bucket, e.sparsity, from_profile, mo,
+      [&](const Choice& c) -> Status {
+        if (c.strategy == Choice::Strategy::kSparse)
+          for (const auto& k : c.sparse.kernel_specs()) FFNJIT_TRY(load(kernels, pool, k, cache));
+        return {};
+      },
+      low ? &*low : nullptr);
 }
 
 cache::TuningRecord make_record(const cache::ToolchainIdentity& id, const std::string& signature,

@@ -35,12 +35,12 @@ extern "C" {
  * (--version, doctor) and the Python package's metadata read these three lines. */
 #define FFNJIT_VERSION_MAJOR 0
 #define FFNJIT_VERSION_MINOR 3
-#define FFNJIT_VERSION_PATCH 0
+#define FFNJIT_VERSION_PATCH 1
 /* major * 10000 + minor * 100 + patch, as ffnjit_version() returns it. */
 #define FFNJIT_VERSION (FFNJIT_VERSION_MAJOR * 10000 + FFNJIT_VERSION_MINOR * 100 + FFNJIT_VERSION_PATCH)
 #define FFNJIT_STRINGIFY_(x) #x
 #define FFNJIT_STRINGIFY(x) FFNJIT_STRINGIFY_(x)
-/* "0.3.0" */
+/* "0.3.1" */
 #define FFNJIT_VERSION_STRING            \
   FFNJIT_STRINGIFY(FFNJIT_VERSION_MAJOR) \
   "." FFNJIT_STRINGIFY(FFNJIT_VERSION_MINOR) "." FFNJIT_STRINGIFY(FFNJIT_VERSION_PATCH)

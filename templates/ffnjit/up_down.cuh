@@ -434,6 +434,7 @@ __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, con
   __threadfence();
   for (int vec = threadIdx.x; vec < C::kVecs; vec += C::kThreads) {
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll 8
     for (int g = 0; g < groups; ++g) {
       const float4* src = reinterpret_cast<const float4*>(p.partial + (i64(g) * p.tokens + m) * C::kModel + vec * 8);
       const float4 a = __ldcg(src), b = __ldcg(src + 1);
@@ -485,6 +486,8 @@ __device__ __forceinline__ void reduce_heavy(const UpDownParams& p, const float 
   __threadfence();
   for (int vec = threadIdx.x; vec < C::kVecs; vec += C::kThreads) {
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    // Up to 64 partials: 8 in flight per thread, summed in split order.
+#pragma unroll 8
     for (int k = 0; k < p.heavy_splits; ++k) {
       const float4* src =
           reinterpret_cast<const float4*>(p.heavy_partial + (i64(k) * kHeavySlots + slot) * C::kModel + vec * 8);
