@@ -20,20 +20,24 @@ Status ForwardGraph::run(const Key& key, CUstream stream, CUstream capture_strea
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
   if (!lock.owns_lock()) return enqueue(stream);
   // New arguments launch directly (no driver query on this path: eager callers whose
-  // pointers change every call pay only their launches).
+  // pointers change every call pay only their launches). The graph of the old ones is
+  // only marked stale: destroying it here could fall inside a caller's stream capture,
+  // where freeing is an unsafe call that invalidates the capture (seen under
+  // torch.cuda.graph: the next cuBLASLt call then failed).
   if (!(key == last_) || disabled_) {
-    last_ = key;
-    if (exec_) cu->cuGraphExecDestroy(exec_), exec_ = nullptr;
+    last_ = key, stale_ = true;
     return enqueue(stream);
   }
   // The caller's own capture records our kernels.
   CUstreamCaptureStatus capturing = CU_STREAM_CAPTURE_STATUS_NONE;
   FFNJIT_CU(cuStreamIsCapturing(stream, &capturing));
   if (capturing != CU_STREAM_CAPTURE_STATUS_NONE) return enqueue(stream);
-  if (exec_) {
+  if (exec_ && !stale_) {
     FFNJIT_CU(cuGraphLaunch(exec_, stream));
     return {};
   }
+  if (exec_) cu->cuGraphExecDestroy(exec_), exec_ = nullptr;
+  stale_ = false;
   // Second call in a row with these arguments: capture on the private stream. Any
   // failure turns graphs off for this owner and the call launches directly.
   CUgraph graph = nullptr;

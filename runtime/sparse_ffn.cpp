@@ -132,17 +132,21 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const 
 void set_default_launch(SparseFfnConfig& c) {
   // One CTA per token: a second pass of one CTA per tile for each heavy token. Split over
   // a cluster (decode): enough clusters that a heavy token's tiles get one CTA each.
+  // Large batches (many waves of CTAs, where one token is no straggler) keep the
+  // earlier split: kLargeHeavySplits CTAs per heavy token from the decode threshold.
   const int cluster = c.up_down.family == Family::kUpDown ? c.up_down.cluster_size() : 1;
   const int tiles = c.up_down.n_tiles();
+  const bool large = c.up_down.bucket.min_tokens >= kLargeHeavyMinTokens;
   if (cluster > 1)
     c.heavy_splits = cluster * std::min(kMaxHeavyGroups, (tiles + cluster - 1) / cluster);
   else
     c.heavy_splits =
         c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 && c.up_down.arch == Arch::kSm90a
-            ? std::min(tiles, kMaxHeavySplits)
+            ? std::min(large ? kLargeHeavySplits : tiles, kMaxHeavySplits)
             : 0;
   const int stored = c.gate.n_tiles() * c.gate.sparsity.capacity;
-  c.heavy_threshold = std::max(64, stored / (cluster > 1 ? kDecodeHeavyThresholdDivisor : kHeavyThresholdDivisor));
+  c.heavy_threshold =
+      std::max(64, stored / (cluster > 1 || large ? kDecodeHeavyThresholdDivisor : kHeavyThresholdDivisor));
   // The dense switch is off by default: its conditional node cost ~19 us per forward on
   // H200 (measured 2026-12-02: 128 tokens, 51 vs 32 us), more than it saves on the
   // batches the defaults serve. The tuner enables it where its cost is within 2%.

@@ -76,6 +76,11 @@ inline constexpr int kGateGemmRows = 8192;
 inline constexpr int kMaxHeavySplits = 64;
 inline constexpr int kHeavyThresholdDivisor = 16;
 inline constexpr int kDecodeHeavyThresholdDivisor = 4;
+// Buckets from 1025 tokens keep 8 CTAs per heavy token from the decode threshold: with one
+// CTA per tile from 85 active neurons the reference model's untuned forward at 8192 tokens
+// fell from 1.28x to 0.86x dense (H200), as the second pass took 64 of its many heavy tokens.
+inline constexpr int kLargeHeavyMinTokens = 1025;
+inline constexpr int kLargeHeavySplits = 8;
 // Heavy groups (the decode up_down's clusters per token): at most 8 (a heavy token's
 // tiles over 8 x 8 CTAs), and at most kHeavyGroupCtas CTAs in the launch: a non-heavy
 // token's extra clusters only read its counts and return, about one wave of such CTAs
