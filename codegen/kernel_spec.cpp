@@ -233,10 +233,11 @@ int KernelSpec::dynamic_smem_bytes() const {
   }
   if (family == Family::kUpDown || family == Family::kUp || family == Family::kDown) {
     int tiles_per_split = family == Family::kDown ? n_tiles() : ceil_div(n_tiles(), tile.splits);
-    return layer.d_model * 2                                // x row, bf16
-           + tiles_per_split * sparsity.capacity * 8       // (h, neuron) list
-           + sparsity.tile_n * 4                           // overflow tile's h
-           + (tiles_per_split + 2) * 4 + 16                // list offsets, overflow flag
+    return layer.d_model * 2                          // x row, bf16
+           + tiles_per_split * sparsity.capacity * 8  // (h, neuron) list
+           + sparsity.tile_n * 4                      // overflow tile's h
+           + (tiles_per_split + 2) * 4 +
+           16  // list offsets, overflow flag
            // fp32 [d_model]: the accumulators while an overflowed tile's up dots run,
            // then the split's partial that its cluster reads
            + (family != Family::kUp ? layer.d_model * 4 : 0);

@@ -10,18 +10,18 @@
 #include <string>
 
 #include "cache/cache.hpp"
+#include "cache/location.hpp"
 #include "model/checkpoint.hpp"
 #include "model/profile.hpp"
-#include "cache/location.hpp"
 #include "runtime/buckets.hpp"
 #include "runtime/cache_io.hpp"
 #include "runtime/choice.hpp"
-#include "templates/ffnjit/params.h"
 #include "runtime/device_weights.hpp"
 #include "runtime/identity.hpp"
 #include "runtime/layer.hpp"
 #include "runtime/pointer_ranges.hpp"
 #include "runtime/record_lookup.hpp"
+#include "templates/ffnjit/params.h"
 
 namespace {
 
@@ -403,11 +403,14 @@ ffnjit_status ffnjit_ffn_forward(ffnjit_layer* layer, const void* x, void* out, 
     CUcontext current = nullptr;
     if (cu->cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx->device->context())
       if (Status s = ctx->device->make_current(); !s) return fail(s);
-    for (const auto& [name, ptr] : {std::pair{"x", x}, std::pair<const char*, const void*>{"out", out}}) {
+    for (const auto& [name, ptr] :
+         {std::pair{"x", x}, std::pair<const char*, const void*>{"out", out}}) {
       const int dev = ctx->pointers.device_of(cu, CUdeviceptr(ptr));
       if (dev != ctx->options.device)
-        return invalid(std::string(name) + (dev < 0 ? " is not CUDA device memory" : " is on another device than the layer") +
-                       "; pass device pointers on device " + std::to_string(ctx->options.device));
+        return invalid(
+            std::string(name) +
+            (dev < 0 ? " is not CUDA device memory" : " is on another device than the layer") +
+            "; pass device pointers on device " + std::to_string(ctx->options.device));
     }
     if (Status s = layer->layer->forward(plan, CUdeviceptr(x), CUdeviceptr(out), int(tokens), CUdeviceptr(workspace),
                                          static_cast<CUstream>(stream), ctx->capture_stream, ctx->capture_mu);

@@ -12,7 +12,8 @@ std::string Choice::label() const {
   s += sparse.gemm_gate() ? "gemm+pack" : "m" + std::to_string(g.bm) + "k" + std::to_string(g.bk) + "w" +
                                               std::to_string(g.warps_m) + "x" + std::to_string(g.warps_n) + "s" +
                                               std::to_string(g.stages) + "b" + std::to_string(g.min_blocks);
-  if (!sparse.gemm_gate() && sparse.gate.cluster_size() > 1) s += "c" + std::to_string(sparse.gate.cluster_size());
+  if (!sparse.gemm_gate() && sparse.gate.cluster_size() > 1)
+    s += "c" + std::to_string(sparse.gate.cluster_size());
   s += std::string(sparse.split_up_down() ? " down t" : " t") + std::to_string(u.threads) + "p" +
        std::to_string(u.splits) + "b" + std::to_string(u.min_blocks);
   if (sparse.heavy_split()) s += " h" + std::to_string(sparse.heavy_splits);
@@ -42,15 +43,24 @@ nlohmann::json choice_to_json(const Choice& c) {
           {"tile_n", c.sparse.gate.sparsity.tile_n},
           {"capacity", c.sparse.gate.sparsity.capacity},
           {"gate",
-           {{"family", family_name(c.sparse.gate.family)}, {"bm", g.bm}, {"bk", g.bk}, {"warps_m", g.warps_m},
-            {"warps_n", g.warps_n}, {"stages", g.stages}, {"threads", g.threads}, {"splits", g.splits},
+           {{"family", family_name(c.sparse.gate.family)},
+            {"bm", g.bm},
+            {"bk", g.bk},
+            {"warps_m", g.warps_m},
+            {"warps_n", g.warps_n},
+            {"stages", g.stages},
+            {"threads", g.threads},
+            {"splits", g.splits},
             {"min_blocks", g.min_blocks}}},
           {"up", {{"threads", up.threads}, {"splits", up.splits}, {"min_blocks", up.min_blocks}}},
           {"up_down",
-           {{"family", family_name(c.sparse.up_down.family)}, {"threads", u.threads}, {"splits", u.splits},
+           {{"family", family_name(c.sparse.up_down.family)},
+            {"threads", u.threads},
+            {"splits", u.splits},
             {"min_blocks", u.min_blocks}}},
           {"launch",
-           {{"heavy_splits", c.sparse.heavy_splits}, {"heavy_threshold", c.sparse.heavy_threshold},
+           {{"heavy_splits", c.sparse.heavy_splits},
+            {"heavy_threshold", c.sparse.heavy_threshold},
             {"switch_active", c.sparse.switch_active}}},
           {"kernels", kernels}};
 }
@@ -108,7 +118,8 @@ Expected<Choice> choice_from_json(const nlohmann::json& j, const LayerShape& lay
       for (const auto& s : c.sparse.kernel_specs()) rebuilt.push_back(s.kernel_name());
       if (named != rebuilt)
         return user_error("tuning record names kernels that its fields do not rebuild (" +
-                          (named.empty() ? std::string("none") : named.front()) + " vs " + rebuilt.front() +
+                          (named.empty() ? std::string("none") : named.front()) + " vs " +
+                          rebuilt.front() +
                           "); it was written by an earlier ffnjit: run `ffnjit tune` again");
     }
     return c;

@@ -77,7 +77,8 @@ Status SparseFfnConfig::validate() const {
   for (const KernelSpec& s : kernel_specs()) FFNJIT_TRY(s.validate());
   if (!same_layer(gate, up_down) || !same_layer(gate, up))
     return internal_error("sparse config kernels disagree on layer or TwELL layout");
-  if (heavy_splits < 0 || heavy_splits > kMaxHeavySplits || heavy_threshold < 0 || switch_active < 0)
+  if (heavy_splits < 0 || heavy_splits > kMaxHeavySplits || heavy_threshold < 0 ||
+      switch_active < 0)
     return user_error("heavy_splits must be 0.." + std::to_string(kMaxHeavySplits) +
                       " and heavy_threshold, switch_active >= 0");
   return {};
@@ -140,13 +141,13 @@ void set_default_launch(SparseFfnConfig& c) {
   if (cluster > 1)
     c.heavy_splits = cluster * std::min(kMaxHeavyGroups, (tiles + cluster - 1) / cluster);
   else
-    c.heavy_splits =
-        c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 && c.up_down.arch == Arch::kSm90a
-            ? std::min(large ? kLargeHeavySplits : tiles, kMaxHeavySplits)
-            : 0;
+    c.heavy_splits = c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 &&
+                             c.up_down.arch == Arch::kSm90a
+                         ? std::min(large ? kLargeHeavySplits : tiles, kMaxHeavySplits)
+                         : 0;
   const int stored = c.gate.n_tiles() * c.gate.sparsity.capacity;
-  c.heavy_threshold =
-      std::max(64, stored / (cluster > 1 || large ? kDecodeHeavyThresholdDivisor : kHeavyThresholdDivisor));
+  c.heavy_threshold = std::max(
+      64, stored / (cluster > 1 || large ? kDecodeHeavyThresholdDivisor : kHeavyThresholdDivisor));
   // The dense switch is off by default: its conditional node cost ~19 us per forward on
   // H200 (measured 2026-12-02: 128 tokens, 51 vs 32 us), more than it saves on the
   // batches the defaults serve. The tuner enables it where its cost is within 2%.
@@ -269,7 +270,8 @@ Status launch_up_down(const SparseFfnKernels& k, const SparseFfnConfig& cfg, con
   if (k.up) FFNJIT_TRY(launch_dependent(*k.up, unsigned(rows), unsigned(cfg.up.tile.splits), &up, stream));
   // Heavy groups: whole clusters per token along y (the kernel reads their number from the grid).
   const unsigned groups = unsigned(cfg.heavy_groups(rows));
-  FFNJIT_TRY(launch_dependent(*k.up_down, unsigned(rows), unsigned(cfg.up_down.tile.splits) * groups, &up, stream));
+  FFNJIT_TRY(launch_dependent(*k.up_down, unsigned(rows),
+                              unsigned(cfg.up_down.tile.splits) * groups, &up, stream));
   if (!cfg.heavy_split()) return {};
   // The heavy tokens the first pass listed, each split over heavy_splits CTAs.
   up.heavy_pass = 1;

@@ -79,7 +79,9 @@ Status check_servable(const std::vector<BatchBucket>& buckets) {
 
 int measure_tokens(const BatchBucket& b) { return b.max_tokens >= (1 << 30) ? 8192 : b.max_tokens; }
 
-int low_end_tokens(const BatchBucket& b) { return b.min_tokens < measure_tokens(b) ? b.min_tokens : 0; }
+int low_end_tokens(const BatchBucket& b) {
+  return b.min_tokens < measure_tokens(b) ? b.min_tokens : 0;
+}
 
 std::string PlanEntry::label() const {
   std::string s = "layer " + std::to_string(layer_index);

@@ -5,9 +5,11 @@
 
 namespace ffnjit {
 
-Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold, const BatchBucket& bucket,
-                                  const Sparsity& planned, bool from_profile, const MeasureOptions& mo,
-                                  const std::function<Status(const Choice&)>& prepare, CandidateBench* low) {
+Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold,
+                                  const BatchBucket& bucket, const Sparsity& planned,
+                                  bool from_profile, const MeasureOptions& mo,
+                                  const std::function<Status(const Choice&)>& prepare,
+                                  CandidateBench* low) {
   Selection r;
   const LayerShape& shape = select.layer().shape();
   const Arch arch = select.layer().arch();

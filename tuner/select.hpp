@@ -33,8 +33,9 @@ struct Selection {
 // dense are timed there too, and a choice is judged by its worse ratio to dense of the
 // two token counts (a bucket of 1025-4096 tokens is searched at 4096 but also served at
 // 1025: on the reference model a layer tuned at 4096 alone ran 0.60x dense at 2048).
-Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold, const BatchBucket& bucket,
-                                  const Sparsity& planned, bool from_profile, const MeasureOptions& mo,
+Expected<Selection> select_choice(CandidateBench& select, CandidateBench& hold,
+                                  const BatchBucket& bucket, const Sparsity& planned,
+                                  bool from_profile, const MeasureOptions& mo,
                                   const std::function<Status(const Choice&)>& prepare = {},
                                   CandidateBench* low = nullptr);
 

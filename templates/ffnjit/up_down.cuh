@@ -145,7 +145,8 @@ __device__ __forceinline__ int gather_entries(const UpDownParams& p, int m, int 
     u32 all[kAll];
     if (token_total)
 #pragma unroll
-      for (int q = 0; q < kAll; ++q) all[q] = lane + q * 32 < C::kTiles ? counts[lane + q * 32] : 0u;
+      for (int q = 0; q < kAll; ++q)
+        all[q] = lane + q * 32 < C::kTiles ? counts[lane + q * 32] : 0u;
     int running = 0;
     bool over = false;
     for (int t0 = 0; t0 < n; t0 += 32) {
@@ -323,12 +324,14 @@ __device__ __forceinline__ void down_rows(const UpDownParams& p, float (&acc)[C:
     int q = 0;
 #pragma unroll 1
     for (; q + R2 <= n_over; q += R2)
-      accumulate_rows<C, R2>(acc, p.w_down_t, vec0, [&](int r) { return row0 + S::over_j()[q + r]; },
-                             [&](int r) { return S::tile()[q + r]; });
+      accumulate_rows<C, R2>(
+          acc, p.w_down_t, vec0, [&](int r) { return row0 + S::over_j()[q + r]; },
+          [&](int r) { return S::tile()[q + r]; });
 #pragma unroll 1
     for (; q < n_over; ++q)
-      accumulate_rows<C, 1>(acc, p.w_down_t, vec0, [&](int) { return row0 + S::over_j()[q]; },
-                            [&](int) { return S::tile()[q]; });
+      accumulate_rows<C, 1>(
+          acc, p.w_down_t, vec0, [&](int) { return row0 + S::over_j()[q]; },
+          [&](int) { return S::tile()[q]; });
     park_acc<C>(acc, /*store=*/true);
     __syncthreads();  // tile() and over_j() are rewritten by the next overflowed tile
   }
@@ -396,7 +399,8 @@ __device__ __forceinline__ void reduce_splits(const UpDownParams& p, const float
 // to the fp32 partial of its group instead, and the token's last CTA to arrive sums the
 // groups in order into the output.
 template <class C>
-__device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, const float (&acc)[C::kVecsPerThread][8],
+__device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p,
+                                                      const float (&acc)[C::kVecsPerThread][8],
                                                       int m, int group = -1) {
   float* part = UpDownSmem<C>::partial();
 #pragma unroll
@@ -414,7 +418,8 @@ __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, con
   for (int vec = v_begin + threadIdx.x; vec < v_end; vec += C::kThreads) {
     const float4 a = cluster_sum_f32x4<C::kSplits>(part + vec * 8), b = cluster_sum_f32x4<C::kSplits>(part + vec * 8 + 4);
     if (group >= 0) {
-      float4* dst = reinterpret_cast<float4*>(p.partial + (i64(group) * p.tokens + m) * C::kModel + vec * 8);
+      float4* dst =
+          reinterpret_cast<float4*>(p.partial + (i64(group) * p.tokens + m) * C::kModel + vec * 8);
       __stcg(dst, a), __stcg(dst + 1, b);
       continue;
     }
@@ -436,9 +441,11 @@ __device__ __forceinline__ void reduce_cluster_splits(const UpDownParams& p, con
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #pragma unroll 8
     for (int g = 0; g < groups; ++g) {
-      const float4* src = reinterpret_cast<const float4*>(p.partial + (i64(g) * p.tokens + m) * C::kModel + vec * 8);
+      const float4* src = reinterpret_cast<const float4*>(
+          p.partial + (i64(g) * p.tokens + m) * C::kModel + vec * 8);
       const float4 a = __ldcg(src), b = __ldcg(src + 1);
-      s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z, s[7] += b.w;
+      s[0] += a.x, s[1] += a.y, s[2] += a.z, s[3] += a.w, s[4] += b.x, s[5] += b.y, s[6] += b.z,
+          s[7] += b.w;
     }
     store_out<C>(p, m, vec, s);
   }
@@ -535,7 +542,8 @@ __device__ void up_down(const UpDownParams& p) {
   const int vec0 = C::kColumnSplit ? split * C::kSliceVecs : 0;
   // (The extra clusters of heavy groups load x only for a heavy token.)
   const bool extra_group = kGroupable && int(blockIdx.y) >= C::kSplits;
-  if (C::kMode != kModeDown && !extra_group) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
+  if (C::kMode != kModeDown && !extra_group)
+    load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
   if (!heavy_pass) grid_dependency_wait();  // everything below reads what the previous kernels wrote
   // A heavy token goes to the heavy pass, while its slots last (later ones run here).
   if (heavy_split && !heavy_pass && token_active<C>(p, m) > u32(p.heavy_threshold)) {
@@ -557,7 +565,7 @@ __device__ void up_down(const UpDownParams& p) {
     __syncthreads();
     total = gather_entries<C>(p, m, t_begin, n_here);
   }
-  if (extra_group && !grouped) return;  // the whole cluster returns
+  if (extra_group && !grouped) return;                  // the whole cluster returns
   if (C::kMode == kModeDown && S::off()[n_here + 1]) {  // the backup path needs x
     load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
     __syncthreads();
@@ -580,9 +588,11 @@ __device__ void up_down(const UpDownParams& p) {
   down_rows<C>(p, acc, vec0, total, t_begin, t_end, m);
 
   if (heavy_pass) return reduce_heavy<C>(p, acc, m, int(blockIdx.x), split);
-  if (C::kMode == kModeFused && C::kCluster)  // (grouped again from shared memory: one register less)
-    return reduce_cluster_splits<C>(p, acc, m,
-                                    groups > 1 && token_total > u32(p.heavy_threshold) ? int(blockIdx.y) / C::kSplits : -1);
+  if (C::kMode == kModeFused &&
+      C::kCluster)  // (grouped again from shared memory: one register less)
+    return reduce_cluster_splits<C>(
+        p, acc, m,
+        groups > 1 && token_total > u32(p.heavy_threshold) ? int(blockIdx.y) / C::kSplits : -1);
   if (C::kMode == kModeFused && C::kSplits > 1) return reduce_splits<C>(p, acc, m, split);
 #pragma unroll
   for (int v = 0; v < C::kVecsPerThread; ++v) {

@@ -165,10 +165,10 @@ TEST_CASE("c api: forward validates pointers, counts and workspace") {
   // The device of an allocation is remembered (pointer_ranges.hpp): a checked buffer
   // still passes, a host pointer is still refused, after either order.
   CHECK(ffnjit_ffn_forward(f.handle, px, po, m, pw, ws_bytes, nullptr) == FFNJIT_STATUS_OK);
-  EXPECT_STATUS(ffnjit_ffn_forward(f.handle, px, host, m, pw, ws_bytes, nullptr), FFNJIT_STATUS_INVALID_ARGUMENT,
-                "out is not CUDA device memory");
-  EXPECT_STATUS(ffnjit_ffn_forward(f.handle, host, po, m, pw, ws_bytes, nullptr), FFNJIT_STATUS_INVALID_ARGUMENT,
-                "x is not CUDA device memory");
+  EXPECT_STATUS(ffnjit_ffn_forward(f.handle, px, host, m, pw, ws_bytes, nullptr),
+                FFNJIT_STATUS_INVALID_ARGUMENT, "out is not CUDA device memory");
+  EXPECT_STATUS(ffnjit_ffn_forward(f.handle, host, po, m, pw, ws_bytes, nullptr),
+                FFNJIT_STATUS_INVALID_ARGUMENT, "x is not CUDA device memory");
   CHECK(ffnjit_ffn_forward(f.handle, px, po, m, pw, ws_bytes, nullptr) == FFNJIT_STATUS_OK);
   EXPECT_STATUS(ffnjit_layer_workspace_size(f.handle, -3, &ws_bytes), FFNJIT_STATUS_INVALID_ARGUMENT,
                 "tokens=-3 is negative");

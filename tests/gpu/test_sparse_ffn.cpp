@@ -134,8 +134,9 @@ TEST_CASE("gpu: heavy decode tokens over heavy groups") {
         for (int heavy_splits : {0, base.heavy_splits, 2 * base.up_down.tile.splits}) {
           SparseFfnConfig cfg = base;
           cfg.heavy_splits = heavy_splits;
-          INFO(s.d_model << "x" << s.d_ff << " tokens=" << m << " heavy=" << heavy_fraction << " " << cfg.describe()
-                         << " heavy_splits=" << heavy_splits << " groups=" << cfg.heavy_groups(m));
+          INFO(s.d_model << "x" << s.d_ff << " tokens=" << m << " heavy=" << heavy_fraction << " "
+                         << cfg.describe() << " heavy_splits=" << heavy_splits
+                         << " groups=" << cfg.heavy_groups(m));
           REQUIRE(cfg.up_down.cluster_size() > 1);
           if (heavy_splits == base.heavy_splits) CHECK(cfg.heavy_groups() > 1);
           CaseResult r = run_sparse_case(*g, L, cfg, x, m);
