@@ -8,6 +8,7 @@
 #include "cli/commands.hpp"
 #include "model/checkpoint.hpp"
 #include "model/profiler.hpp"
+#include "model/screen.hpp"
 #include "model/specialize.hpp"
 #include "support/strings.hpp"
 #include "tuner/gpu_gate.hpp"
@@ -27,6 +28,36 @@ Expected<std::vector<int>> parse_widths(const std::string& s) {
     out.push_back(int(v));
   }
   return out;
+}
+
+// --screen: the certified int8 screen's candidates per token, layer by layer (CPU).
+int print_screen(const model::Checkpoint& ck, const std::vector<model::LayerInputs>& inputs,
+                 int64_t max_tokens) {
+  std::printf(
+      "\ncertified int8 gate screen (host reference; candidates keep their exact bf16 gate)\n");
+  std::printf("%5s %6s %6s %8s %7s | %-34s | %s\n", "layer", "d_ff", "exact", "MB", "tokens",
+              "per token: active  candidates  p99  max", "of d_ff");
+  for (const auto& in : inputs) {
+    auto w = ck.load_layer(in.layer);
+    if (!w) return report_error("profile", w.error().message);
+    const auto& gate = w->gated ? w->wg : w->wu;
+    const auto& bias = w->gated ? w->gate_bias : w->up_bias;
+    const float threshold =
+        w->activation == ref::Activation::kFatRelu ? w->activation_threshold : 0.0f;
+    auto r = screen::measure_layer(gate.data(), bias.empty() ? nullptr : bias.data(), w->d_ff,
+                                   w->d_model, threshold, in.x.data(), in.tokens, max_tokens);
+    if (!r) return report_error("profile", r.error().message);
+    std::printf("%5d %6d %6d %8.1f %7lld | %14.1f %11.1f %4d %4d | %6.2f%%\n", in.layer, w->d_ff,
+                r->exact_columns, double(r->bytes) / 1e6, (long long)r->tokens, r->active_mean,
+                r->candidates_mean, r->candidates_p99, r->candidates_max,
+                100.0 * r->candidates_mean / w->d_ff);
+    if (r->ruled_out_active)
+      return report_error("profile", "the int8 screen ruled out " +
+                                         std::to_string(r->ruled_out_active) +
+                                         " active neurons of layer " + std::to_string(in.layer) +
+                                         "; this is a bug in ffnjit, please report it");
+  }
+  return 0;
 }
 
 void print_specializations(const model::Checkpoint& ck, const model::ProfileRun& run, int tile_n,
@@ -128,6 +159,11 @@ int cmd_profile(const Argv& argv) {
   args.option("spec-tile-n", "N", "tile width for --specialize", std::string("128"));
   args.flag("prune-dead",
             "with --specialize: measure the error of pruning dead neurons (needs --held-out)");
+  args.flag("screen",
+            "report the neurons per token that the certified int8 gate screen leaves as candidates "
+            "(host reference, docs/kernels.md)");
+  args.option("screen-tokens", "N", "tokens per layer for --screen, evenly spaced",
+              std::string("128"));
   if (auto s = args.parse(argv); !s) return report_error(cmd, s.message(), 2);
   if (args.help_requested()) return std::printf("%s", args.help().c_str()), 0;
   if (!args.has("inputs"))
@@ -161,6 +197,8 @@ int cmd_profile(const Argv& argv) {
                             args.get("tile-n") + "; add it",
                         2);
 
+  auto screen_tokens = args.get_int("screen-tokens", 1, 1 << 20);
+  if (!screen_tokens) return report_error(cmd, screen_tokens.error().message, 2);
   auto ck = model::Checkpoint::open(args.get("checkpoint"));
   if (!ck) return report_error(cmd, ck.error().message);
   const model::ModelInfo& info = ck->info();
@@ -210,6 +248,8 @@ int cmd_profile(const Argv& argv) {
   }
   if (args.has("specialize"))
     print_specializations(*ck, *run, int(*spec_tile), args.has("prune-dead"));
+  if (args.has("screen"))
+    if (int rc = print_screen(*ck, *inputs, *screen_tokens); rc) return rc;
   if (args.has("output")) {
     if (auto s = profile::write(args.get("output"), run->profile); !s)
       return report_error(cmd, s.message());

@@ -65,6 +65,24 @@ Estimate estimate(const Rows& rows, const Token& t, const uint16_t* x, int j, fl
 // false is a proof that the neuron is inactive.
 bool candidate(const Rows& rows, const Token& t, const uint16_t* x, int j, float bias, float threshold);
 
+// What the screen leaves on a layer's tokens (`ffnjit profile --screen`): per token, the
+// neurons active (exact gate value, double) and the candidates left; `ruled_out_active`
+// counts neurons the screen ruled out that were active, which the bound makes 0.
+struct LayerReport {
+  int exact_columns = 0;
+  size_t bytes = 0;
+  int64_t tokens = 0;
+  double active_mean = 0, candidates_mean = 0;
+  int candidates_p99 = 0, candidates_max = 0;
+  int64_t ruled_out_active = 0;
+};
+// `gate`: Wg (gated) or Wu [d_ff][d_model] bf16; `bias`: its fp32 bias values or null;
+// `threshold`: 0, or FATReLU's. x [tokens][d_model] bf16; tokens evenly spaced, at most
+// max_tokens of them, are screened.
+Expected<LayerReport> measure_layer(const uint16_t* gate, const float* bias, int d_ff, int d_model,
+                                    float threshold, const uint16_t* x, int64_t tokens,
+                                    int64_t max_tokens, const Options& opts = {});
+
 // The error bound's parts that depend on the format only: gamma(n) = n u / (1 - n u)
 // for fp32 sums of n terms in any order, with u = 2^-22 (two units in the last place per
 // addition: covers round-to-nearest and the truncating accumulation of tensor cores).

@@ -21,6 +21,7 @@ expect "--prune-dead measures its error on held-out tokens; pass --specialize --
 expect "--tile-n takes comma-separated tile widths such as 64,128,256; got '64,x'" profile "$tmp/demo" --inputs "$in" --tile-n 64,x
 expect "--spec-tile-n 128 is not among --tile-n 64; add it" profile "$tmp/demo" --inputs "$in" --tile-n 64 --specialize
 expect "unknown option --input; run \`ffnjit profile --help\`" profile "$tmp/demo" --input "$in"
+expect "--screen-tokens=0 is out of range; use a value in [1, 1048576]" profile "$tmp/demo" --inputs "$in" --screen --screen-tokens 0
 
 # profile: checkpoints
 expect "not a directory; a checkpoint is a directory with config.json" profile "$in" --inputs "$in"
@@ -92,6 +93,14 @@ for f in config.json model.safetensors.tmp inputs.safetensors.tmp; do ln -s "$tm
 check "demo-checkpoint runs" "$ffnjit" demo-checkpoint "$tmp/demo2" --force --layers 1 --d-model 64 --d-ff 128 --tokens 4 >/dev/null
 check "demo-checkpoint did not write through a symlink" grep -qx precious "$tmp/victim"
 check "demo-checkpoint left no temporary files" test -z "$(ls -A "$tmp/demo2" | grep '^\.')"
+
+# profile --screen: the certified int8 screen's table, one row per layer, every neuron
+# it rules out inactive (the command fails otherwise).
+"$ffnjit" profile "$tmp/demo" --inputs "$in" --cpu --screen --screen-tokens 16 >"$tmp/screen.txt" 2>&1
+rc=$?
+check "profile --screen exits 0 (got $rc)" test "$rc" -eq 0
+check "profile --screen prints the screen table" grep -q "certified int8 gate screen" "$tmp/screen.txt"
+check "profile --screen reports both layers on 16 tokens" test "$(grep -cE '^ +[01] +128 +[0-9]+ +[0-9.]+ +16 \|' "$tmp/screen.txt")" -eq 2
 
 # tune --json with a path that is not UTF-8: valid JSON with U+FFFD (it used to abort, 134).
 bad=$(printf 'ck\377')

@@ -222,3 +222,28 @@ TEST_CASE("screen: the bound covers a kernel's fp32 rounding, not just the int8 
   CHECK(e.value < 0.0);  // the exact estimate alone would rule it out
   CHECK(screen::candidate(*rows, tok, x.data(), 0, bias, 0.0f));
 }
+
+// `ffnjit profile --screen`'s numbers: candidates cover the active neurons, tokens are
+// capped, the exact bias column is found.
+TEST_CASE("screen: a layer's report") {
+  const int dm = 256, dff = 1024, tokens = 40;
+  auto layer = synth::make_layer(dm, dff, true, 0.02, 8);
+  const auto x = synth::make_inputs(tokens, dm, 4, {});
+  auto r = screen::measure_layer(layer.wg.data(), nullptr, dff, dm, 0.0f, x.data(), tokens, 16);
+  REQUIRE(r);
+  CHECK(r->tokens == 16);
+  CHECK(r->exact_columns == 1);
+  CHECK(r->ruled_out_active == 0);
+  CHECK(r->active_mean > 0);
+  CHECK(r->candidates_mean >= r->active_mean);
+  CHECK(r->candidates_mean < 0.2 * dff);
+  CHECK(r->candidates_max >= r->candidates_p99);
+  CHECK(r->bytes >= size_t(dff) * dm);
+  // A bias of -1e30 on every neuron: nothing can fire, the screen proves it for all.
+  std::vector<float> off(static_cast<size_t>(dff), -1e30f);
+  auto none =
+      screen::measure_layer(layer.wg.data(), off.data(), dff, dm, 0.0f, x.data(), tokens, 8);
+  REQUIRE(none);
+  CHECK(none->candidates_mean == 0.0);
+  CHECK(none->active_mean == 0.0);
+}
