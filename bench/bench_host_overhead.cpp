@@ -12,7 +12,6 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "codegen/compile.hpp"
@@ -182,28 +181,27 @@ int main() {
   if (!arch) return std::fprintf(stderr, "%s\n", arch.error().message.c_str()), 1;
   constexpr size_t kParamBytes = sizeof(UpDownParams);
   const bool clusters = *arch == Arch::kSm90a;
-  CUfunction fn = nullptr, fn_p = nullptr, fn_c = nullptr;
+  // The kernel `name` with attributes `attrs` and parameters `params`, after the Block type.
   std::vector<CUmodule> modules;
-  for (auto [name, body, out] :
-       {std::tuple{"ffnjit_empty", "()", &fn}, std::tuple{"ffnjit_empty_p", "(Block)", &fn_p},
-        std::tuple{clusters ? "ffnjit_empty_c" : "ffnjit_empty_p",
-                   clusters ? "__cluster_dims__(1, 8, 1)" : "(Block)", &fn_c}}) {
+  auto load = [&](const char* name, const std::string& attrs, const char* params, CUfunction* out) {
     Source src;
     src.spec.arch = *arch;
     src.kernel_name = name;
-    const std::string block =
-        "struct Block { unsigned char b[" + std::to_string(kParamBytes) + "]; };\n";
-    const bool cluster = std::string(body).rfind("__cluster", 0) == 0;
-    src.text = block + "extern \"C\" __global__ void " + (cluster ? std::string(body) + " " : "") +
-               name + (cluster ? "(Block)" : std::string(body)) + " {}\n";
+    src.text = "struct Block { unsigned char b[" + std::to_string(kParamBytes) + "]; };\n" +
+               "extern \"C\" __global__ void " + attrs + name + params + " {}\n";
     auto compiled = compile(src);
-    if (!compiled) return std::fprintf(stderr, "%s\n", compiled.error().message.c_str()), 1;
+    if (!compiled) return std::fprintf(stderr, "%s\n", compiled.error().message.c_str()), false;
     CUmodule module = nullptr;
     if (cu->cuModuleLoadData(&module, compiled->cubin.data()) != CUDA_SUCCESS ||
         cu->cuModuleGetFunction(out, module, compiled->lowered_name.c_str()) != CUDA_SUCCESS)
-      return std::fprintf(stderr, "could not load %s\n", name), 1;
+      return std::fprintf(stderr, "could not load %s\n", name), false;
     modules.push_back(module);
-  }
+    return true;
+  };
+  CUfunction fn = nullptr, fn_p = nullptr, fn_c = nullptr;
+  if (!load("ffnjit_empty", "", "()", &fn) || !load("ffnjit_empty_p", "", "(Block)", &fn_p) ||
+      !load("ffnjit_empty_c", clusters ? "__cluster_dims__(1, 8, 1) " : "", "(Block)", &fn_c))
+    return 1;
   unsigned char block[kParamBytes] = {};
   void* block_args[] = {block};
   auto launch = [&](CUfunction f, void** args, unsigned grid_y, bool pdl) {

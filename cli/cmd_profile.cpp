@@ -40,12 +40,7 @@ int print_screen(const model::Checkpoint& ck, const std::vector<model::LayerInpu
   for (const auto& in : inputs) {
     auto w = ck.load_layer(in.layer);
     if (!w) return report_error("profile", w.error().message);
-    const auto& gate = w->gated ? w->wg : w->wu;
-    const auto& bias = w->gated ? w->gate_bias : w->up_bias;
-    const float threshold =
-        w->activation == ref::Activation::kFatRelu ? w->activation_threshold : 0.0f;
-    auto r = screen::measure_layer(gate.data(), bias.empty() ? nullptr : bias.data(), w->d_ff,
-                                   w->d_model, threshold, in.x.data(), in.tokens, max_tokens);
+    auto r = screen::measure_layer(w->view(), in.x.data(), in.tokens, max_tokens);
     if (!r) return report_error("profile", r.error().message);
     std::printf("%5d %6d %6d %8.1f %7lld | %14.1f %11.1f %4d %4d | %6.2f%%\n", in.layer, w->d_ff,
                 r->exact_columns, double(r->bytes) / 1e6, (long long)r->tokens, r->active_mean,

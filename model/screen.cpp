@@ -183,29 +183,31 @@ bool candidate(const Rows& rows, const Token& t, const uint16_t* x, int j, float
   return !(e.value + e.bound <= double(bf16_floor(threshold)));
 }
 
-Expected<LayerReport> measure_layer(const uint16_t* gate, const float* bias, int d_ff, int d_model,
-                                    float threshold, const uint16_t* x, int64_t tokens,
+Expected<LayerReport> measure_layer(const ref::FfnWeights& w, const uint16_t* x, int64_t tokens,
                                     int64_t max_tokens, const Options& opts) {
-  auto rows = build_rows(gate, d_ff, d_model, opts);
+  const uint16_t* gate = w.gated ? w.wg : w.wu;
+  const float* bias = w.gated ? w.gate_bias : w.up_bias;
+  const float threshold = w.activation == ref::Activation::kFatRelu ? w.threshold : 0.0f;
+  auto rows = build_rows(gate, w.d_ff, w.d_model, opts);
   FFNJIT_TRY(rows);
   LayerReport r;
   r.exact_columns = int(rows->outliers.size());
   r.bytes = rows->bytes();
-  const int64_t n = std::min(tokens, std::max<int64_t>(1, max_tokens));
   if (tokens <= 0) return r;
+  const int64_t n = std::min(tokens, std::max<int64_t>(1, max_tokens));
+  std::vector<int> picked(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) picked[size_t(i)] = int(i * tokens / n);
+  std::vector<double> z(size_t(n) * size_t(w.d_ff));
+  ref::gate_rows(w, x, picked, z.data());
   std::vector<int> counts;
   double active = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const uint16_t* xm = x + size_t(i * tokens / n) * size_t(d_model);
+    const uint16_t* xm = x + size_t(picked[size_t(i)]) * size_t(w.d_model);
     const Token t = quantize_token(*rows, xm);
     int cand = 0;
-    for (int j = 0; j < d_ff; ++j) {
-      const float b = bias ? bf16_to_float(float_to_bf16(bias[j])) : 0.0f;
-      const bool c = candidate(*rows, t, xm, j, b, threshold);
-      double v = b;
-      for (int k = 0; k < d_model; ++k)
-        v += double(bf16_to_float(xm[k])) * bf16_to_float(gate[size_t(j) * d_model + k]);
-      const bool on = !(v <= threshold);
+    for (int j = 0; j < w.d_ff; ++j) {
+      const bool c = candidate(*rows, t, xm, j, bias ? bias[j] : 0.0f, threshold);
+      const bool on = ref::is_active(w, z[size_t(i) * size_t(w.d_ff) + size_t(j)]);
       cand += c, active += on;
       r.ruled_out_active += !c && on;
     }

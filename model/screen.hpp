@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "model/reference.hpp"
 #include "support/status.hpp"
 
 namespace ffnjit::screen {
@@ -76,11 +77,10 @@ struct LayerReport {
   int candidates_p99 = 0, candidates_max = 0;
   int64_t ruled_out_active = 0;
 };
-// `gate`: Wg (gated) or Wu [d_ff][d_model] bf16; `bias`: its fp32 bias values or null;
-// `threshold`: 0, or FATReLU's. x [tokens][d_model] bf16; tokens evenly spaced, at most
-// max_tokens of them, are screened.
-Expected<LayerReport> measure_layer(const uint16_t* gate, const float* bias, int d_ff, int d_model,
-                                    float threshold, const uint16_t* x, int64_t tokens,
+// The layer's gate (Wg, or Wu when non-gated), its bias and activation threshold come
+// from `w`; activity is the fp64 reference's (ref::gate_rows, ref::is_active). x
+// [tokens][d_model] bf16; tokens evenly spaced, at most max_tokens of them, are screened.
+Expected<LayerReport> measure_layer(const ref::FfnWeights& w, const uint16_t* x, int64_t tokens,
                                     int64_t max_tokens, const Options& opts = {});
 
 // The error bound's parts that depend on the format only: gamma(n) = n u / (1 - n u)

@@ -48,9 +48,8 @@ class ForwardGraph {
  private:
   std::mutex mu_;
   Key last_;                    // the previous call's arguments
-  CUgraphExec exec_ =
-      nullptr;          // the graph of last_ once built (or of older arguments while stale_)
-  bool stale_ = false;  // exec_ is of older arguments: rebuilt outside any capture
+  CUgraphExec exec_ = nullptr;  // the graph of last_, or of older arguments while stale_
+  bool stale_ = false;          // exec_ is of older arguments: rebuilt outside any capture
   bool disabled_ = false;       // a capture failed: always launch directly
 };
 

@@ -229,7 +229,8 @@ TEST_CASE("screen: a layer's report") {
   const int dm = 256, dff = 1024, tokens = 40;
   auto layer = synth::make_layer(dm, dff, true, 0.02, 8);
   const auto x = synth::make_inputs(tokens, dm, 4, {});
-  auto r = screen::measure_layer(layer.wg.data(), nullptr, dff, dm, 0.0f, x.data(), tokens, 16);
+  ref::FfnWeights w{layer.wg.data(), layer.wu.data(), layer.wd.data(), dm, dff, true};
+  auto r = screen::measure_layer(w, x.data(), tokens, 16);
   REQUIRE(r);
   CHECK(r->tokens == 16);
   CHECK(r->exact_columns == 1);
@@ -241,8 +242,8 @@ TEST_CASE("screen: a layer's report") {
   CHECK(r->bytes >= size_t(dff) * dm);
   // A bias of -1e30 on every neuron: nothing can fire, the screen proves it for all.
   std::vector<float> off(static_cast<size_t>(dff), -1e30f);
-  auto none =
-      screen::measure_layer(layer.wg.data(), off.data(), dff, dm, 0.0f, x.data(), tokens, 8);
+  w.gate_bias = off.data();
+  auto none = screen::measure_layer(w, x.data(), tokens, 8);
   REQUIRE(none);
   CHECK(none->candidates_mean == 0.0);
   CHECK(none->active_mean == 0.0);
