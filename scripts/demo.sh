@@ -14,7 +14,11 @@ rm -rf "$demo" && mkdir -p "$demo"
 $ffnjit doctor --cache "$demo/cache.db"
 $ffnjit demo-checkpoint "$demo/checkpoint"
 $ffnjit profile "$demo/checkpoint" --inputs "$demo/checkpoint/inputs.safetensors" -o "$demo/profile.json" --specialize
+# (Outputs are captured before they are filtered: with pipefail, a reader that stops
+# early, like grep -q or head, would fail the pipeline through SIGPIPE.)
 mode=()
-$ffnjit doctor | grep -Eq '^GPUs: +[1-9]' || mode=(--compile-only)
+doctor=$($ffnjit doctor)
+grep -Eq '^GPUs: +[1-9]' <<<"$doctor" || mode=(--compile-only)
 $ffnjit tune "$demo/checkpoint" --profile "$demo/profile.json" --cache "$demo/cache.db" "${mode[@]}"
-$ffnjit cache ls --cache "$demo/cache.db" | head -n 12
+listing=$($ffnjit cache ls --cache "$demo/cache.db")
+head -n 12 <<<"$listing"
