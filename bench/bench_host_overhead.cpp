@@ -61,8 +61,26 @@ struct NodeCount {
   int cluster = 0;  // of the pdl ones: compiled with cluster dimensions
 };
 
-NodeCount count_nodes(CUgraph graph) {
+// What a captured forward asks of the driver, to issue again by itself: ffnjit's kernel
+// launches exactly as captured (function, grid, block, shared memory, the parameter
+// block, PDL) and its memsets. cuBLASLt's kernels are not replayed: their floor is the
+// time of one cuBLASLt call (the library's own host work included). complete = false:
+// the graph held a node that cannot be replayed (e.g. a conditional node).
+struct Replay {
+  struct Launch {
+    CUfunction func = nullptr;
+    unsigned grid[3] = {1, 1, 1}, block[3] = {1, 1, 1}, smem = 0;
+    void** params = nullptr;  // owned by the graph's node
+    bool pdl = false;
+  };
+  std::vector<Launch> launches;
+  std::vector<CUDA_MEMSET_NODE_PARAMS> memsets;
+  bool complete = false;
+};
+
+NodeCount count_nodes(CUgraph graph, Replay* replay) {
   NodeCount n;
+  *replay = Replay{};
   void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
   if (!lib) return n;
   auto get_nodes = reinterpret_cast<decltype(&::cuGraphGetNodes)>(dlsym(lib, "cuGraphGetNodes"));
@@ -76,6 +94,8 @@ NodeCount count_nodes(CUgraph graph) {
   auto kernel_name = reinterpret_cast<decltype(&::cuKernelGetName)>(dlsym(lib, "cuKernelGetName"));
   auto func_attr =
       reinterpret_cast<decltype(&::cuFuncGetAttribute)>(dlsym(lib, "cuFuncGetAttribute"));
+  auto memset_params = reinterpret_cast<decltype(&::cuGraphMemsetNodeGetParams)>(
+      dlsym(lib, "cuGraphMemsetNodeGetParams"));
   size_t count = 0, n_edges = 0;
   if (get_nodes && node_type && get_nodes(graph, nullptr, &count) == CUDA_SUCCESS) {
     std::vector<CUgraphNode> nodes(count);
@@ -88,11 +108,18 @@ NodeCount count_nodes(CUgraph graph) {
     }
     if (get_nodes(graph, nodes.data(), &count) == CUDA_SUCCESS) {
       n.kernels = n.other = 0;
+      replay->complete = true;
       for (size_t i = 0; i < count; ++i) {
         CUgraphNodeType type;
         if (node_type(nodes[i], &type) != CUDA_SUCCESS) return dlclose(lib), NodeCount{};
         if (type != CU_GRAPH_NODE_TYPE_KERNEL) {
           ++n.other;
+          CUDA_MEMSET_NODE_PARAMS mp{};
+          if (type == CU_GRAPH_NODE_TYPE_MEMSET && memset_params &&
+              memset_params(nodes[i], &mp) == CUDA_SUCCESS)
+            replay->memsets.push_back(mp);
+          else
+            replay->complete = false;
           continue;
         }
         ++n.kernels;
@@ -107,6 +134,16 @@ NodeCount count_nodes(CUgraph graph) {
           ++n.lt;
           continue;
         }
+        Replay::Launch launch{kp.func,
+                              {kp.gridDimX, kp.gridDimY, kp.gridDimZ},
+                              {kp.blockDimX, kp.blockDimY, kp.blockDimZ},
+                              kp.sharedMemBytes,
+                              kp.kernelParams};
+        if (!kp.func || kp.extra) replay->complete = false;
+        for (size_t e = 0; e < n_edges; ++e)
+          if (to[e] == nodes[i] && edges[e].type == CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC)
+            launch.pdl = true;
+        replay->launches.push_back(launch);
         for (size_t e = 0; e < n_edges; ++e)
           if (to[e] == nodes[i] && edges[e].type == CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC) {
             ++n.pdl;
@@ -138,28 +175,56 @@ struct Floors {
   }
 };
 
-void print_header() {
-  std::printf("%-16s %7s %4s %4s %4s %5s %9s %9s %9s %8s %9s %8s\n", "call", "kernels", "pdl",
-              "clu", "lt", "other", "median_us", "p90_us", "floor_us", "rest_us", "matched",
-              "rest_m");
+// Issues the replay's memsets and launches on `stream` once (the order of the capture).
+bool issue(const drv::Api* cu, const Replay& r, CUstream stream) {
+  for (const CUDA_MEMSET_NODE_PARAMS& m : r.memsets) {
+    // ffnjit issues 1-D memsets of 32-bit or 8-bit words only.
+    CUresult res = CUDA_ERROR_NOT_SUPPORTED;
+    if (m.height <= 1 && m.elementSize == 4) res = cu->cuMemsetD32Async(m.dst, m.value, m.width, stream);
+    if (m.height <= 1 && m.elementSize == 1) res = cu->cuMemsetD8Async(m.dst, (unsigned char)m.value, m.width, stream);
+    if (res != CUDA_SUCCESS) return std::fprintf(stderr, "replay memset: %s\n", drv::result_name(res).c_str()), false;
+  }
+  for (const Replay::Launch& l : r.launches) {
+    CUlaunchAttribute attr{};
+    attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    CUresult res;
+    if (l.pdl) {
+      CUlaunchConfig cfg{};
+      cfg.gridDimX = l.grid[0], cfg.gridDimY = l.grid[1], cfg.gridDimZ = l.grid[2];
+      cfg.blockDimX = l.block[0], cfg.blockDimY = l.block[1], cfg.blockDimZ = l.block[2];
+      cfg.sharedMemBytes = l.smem, cfg.hStream = stream, cfg.attrs = &attr, cfg.numAttrs = 1;
+      res = cu->cuLaunchKernelEx(&cfg, l.func, l.params, nullptr);
+    } else {
+      res = cu->cuLaunchKernel(l.func, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem,
+                               stream, l.params, nullptr);
+    }
+    if (res != CUDA_SUCCESS) return std::fprintf(stderr, "replay launch: %s\n", drv::result_name(res).c_str()), false;
+  }
+  return true;
 }
 
-// rest = median - the floors of the kernels the call launched: ffnjit's own host share
-// (against the bare floors, and against the matched ones).
-void print_row(const std::string& what, NodeCount n, Timing t, const Floors& bare,
-               const Floors& matched) {
-  char cols[6][16] = {"?", "?", "?", "?", "?", "?"}, fl[4][16] = {"?", "?", "?", "?"};
+void print_header() {
+  std::printf("%-16s %7s %4s %4s %4s %5s %9s %9s %9s %8s %9s %8s %9s %8s\n", "call", "kernels", "pdl", "clu", "lt",
+              "other", "median_us", "p90_us", "floor_us", "rest_us", "matched", "rest_m", "replay", "rest_r");
+}
+
+// rest = median - the floors of what the call launched: ffnjit's own host share, against
+// the bare floors, the matched ones, and the replay of its exact launches (`replay` < 0:
+// not measured for this row).
+void print_row(const std::string& what, NodeCount n, Timing t, const Floors& bare, const Floors& matched,
+               double replay = -1) {
+  char cols[5][16] = {"?", "?", "?", "?", "?"}, fl[6][16] = {"?", "?", "?", "?", "-", "-"};
   if (n.kernels >= 0) {
     std::snprintf(cols[0], 16, "%d", n.kernels), std::snprintf(cols[1], 16, "%d", n.pdl);
     std::snprintf(cols[2], 16, "%d", n.cluster), std::snprintf(cols[3], 16, "%d", n.lt);
     std::snprintf(cols[4], 16, "%d", n.other);
-    std::snprintf(fl[0], 16, "%.2f", bare.of(n)),
-        std::snprintf(fl[1], 16, "%.2f", t.median - bare.of(n));
-    std::snprintf(fl[2], 16, "%.2f", matched.of(n)),
-        std::snprintf(fl[3], 16, "%.2f", t.median - matched.of(n));
+    std::snprintf(fl[0], 16, "%.2f", bare.of(n)), std::snprintf(fl[1], 16, "%.2f", t.median - bare.of(n));
+    std::snprintf(fl[2], 16, "%.2f", matched.of(n)), std::snprintf(fl[3], 16, "%.2f", t.median - matched.of(n));
   }
-  std::printf("%-16s %7s %4s %4s %4s %5s %9.2f %9.2f %9s %8s %9s %8s\n", what.c_str(), cols[0],
-              cols[1], cols[2], cols[3], cols[4], t.median, t.p90, fl[0], fl[1], fl[2], fl[3]);
+  if (replay >= 0) std::snprintf(fl[4], 16, "%.2f", replay), std::snprintf(fl[5], 16, "%.2f", t.median - replay);
+  std::printf("%-16s %7s %4s %4s %4s %5s %9.2f %9.2f %9s %8s %9s %8s %9s %8s\n", what.c_str(), cols[0], cols[1],
+              cols[2], cols[3], cols[4], t.median, t.p90, fl[0], fl[1], fl[2], fl[3], fl[4], fl[5]);
 }
 
 }  // namespace
@@ -255,7 +320,8 @@ int main() {
               dev->info().name.c_str());
   std::printf(
       "floor_us / matched: the calls' launches at the bare / matched floors (plain, PDL, PDL "
-      "cluster, cuBLASLt); rest: ffnjit's own\n");
+      "cluster, cuBLASLt); replay: its exact memsets and launches issued by themselves (cuBLASLt's "
+      "at one cuBLASLt call each); rest: ffnjit's own\n");
   print_header();
   Floors bare{floor.median, floor_pdl.median, floor_pdl.median, 0};
   Floors matched{floor_p.median, floor_p_pdl.median, floor_c_pdl.median, 0};
@@ -295,21 +361,35 @@ int main() {
     if (!time_host(cu, stream, gemm, &tl)) return 1;
     bare.lt = matched.lt = tl.median;
     print_row("cublaslt m=" + std::to_string(m), {1, 0, 1, 0}, tl, bare, matched);
-    // What one forward enqueues, counted from a graph capture of it.
+    // What one forward enqueues, counted from a graph capture of it. A capture would get
+    // the device-side dense switch (conditional nodes) where a direct call does not:
+    // FFNJIT_NO_SWITCH keeps it out, so the graph holds the direct path's launches.
     NodeCount n;
+    Replay replay;
     CUgraph graph = nullptr;
+    setenv("FFNJIT_NO_SWITCH", "1", 1);
     if (cu->cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) == CUDA_SUCCESS) {
       const bool ok = forward_at(0);
       if (cu->cuStreamEndCapture(stream, &graph) == CUDA_SUCCESS && graph) {
-        if (ok) n = count_nodes(graph);
+        if (ok) n = count_nodes(graph, &replay);
       }
       if (!ok) return 1;
+    }
+    unsetenv("FFNJIT_NO_SWITCH");
+    // The replay floor: the same memsets and launches issued by themselves, plus one
+    // cuBLASLt call per cuBLASLt kernel.
+    double replay_us = -1;
+    if (replay.complete) {
+      Timing tr;
+      if (!time_host(cu, stream, [&] { return issue(cu, replay, stream); }, &tr)) return 1;
+      replay_us = tr.median + n.lt * tl.median;
     }
     Timing t;
     if (!time_host(
             cu, stream, [&] { return forward_at(0); }, &t))
       return 1;
     print_row("forward m=" + std::to_string(m), n, t, bare, matched);
+    if (replay_us < 0) std::printf("  (the capture held nodes the replay cannot issue: no replay floor)\n");
     // x and out change on every call (eager PyTorch): no call repeats its predecessor's
     // arguments, so every one launches its kernels directly.
     int slot = 0;
@@ -317,7 +397,7 @@ int main() {
     if (!time_host(
             cu, stream, [&] { return forward_at(slot = (slot + 1) % kSlots); }, &td))
       return 1;
-    print_row("  args change", n, td, bare, matched);
+    print_row("  args change", n, td, bare, matched, replay_us);
     // For comparison: replaying the captured forward as one graph launch.
     CUgraphExec exec = nullptr;
     if (graph && cu->cuGraphInstantiate(&exec, graph, 0) == CUDA_SUCCESS) {

@@ -1,6 +1,8 @@
 // runtime::Layer: device weights, per-bucket plans, the served forward.
 #include "runtime/layer.hpp"
 
+#include "support/env.hpp"
+
 #include "templates/ffnjit/params.h"
 
 namespace ffnjit {
@@ -166,13 +168,15 @@ Status Layer::enqueue(const ServedPlan& p, CUdeviceptr x, CUdeviceptr out, int t
     return dense_->forward(weights_.dense(), x, out, tokens, workspace, stream);
   if (p.switch_act) {
     // The switch needs a graph: only a stream being captured (the caller's, or the
-    // runtime's own capture of repeated calls) gets the conditional nodes.
+    // runtime's own capture of repeated calls) gets the conditional nodes, unless
+    // FFNJIT_NO_SWITCH is set (read per capture, so that a benchmark can capture exactly
+    // what the direct path launches).
     auto api = drv::api();
     FFNJIT_TRY(api);
     const drv::Api* cu = *api;
     CUstreamCaptureStatus capturing = CU_STREAM_CAPTURE_STATUS_NONE;
     FFNJIT_CU(cuStreamIsCapturing(stream, &capturing));
-    if (capturing == CU_STREAM_CAPTURE_STATUS_ACTIVE && conditional_nodes_work(cu))
+    if (capturing == CU_STREAM_CAPTURE_STATUS_ACTIVE && conditional_nodes_work(cu) && !env::flag(env::kNoSwitch))
       return enqueue_switched(p, x, out, tokens, workspace, stream);
   }
   FFNJIT_TRY(sparse_ffn_forward(p.kernels, p.choice.sparse, sparse_weights_, x, out, tokens, workspace, stream));
