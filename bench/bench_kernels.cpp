@@ -171,7 +171,6 @@ int main(int argc, char** argv) {
   struct U {
     Family family;
     int threads, splits, min_blocks, up_splits;
-    int heavy_splits = -1;  // -1: the default launch's
   };
   std::vector<U> ups = {{Family::kUpDown, 256, 1, 4, 1}, {Family::kUpDown, 128, 1, 8, 1},
                               {Family::kDown, 128, 1, 8, 1},   {Family::kDown, 128, 2, 8, 1},
@@ -181,8 +180,6 @@ int main(int argc, char** argv) {
   if (m <= 128)  // decode: the fused kernel split over a token's tiles (in-kernel reduce)
     for (int splits : {2, 4, 8, 16})
       for (int threads : {128, 256}) ups.push_back({Family::kUpDown, threads, splits, threads == 128 ? 8 : 4, 1});
-  if (m <= 32 && arch == Arch::kSm90a)  // the cluster's heavy groups: off, 6 (whole tiles), 16 (parts)
-    for (int h : {0, 48, 128}) ups.push_back({Family::kUpDown, 256, 8, 4, 1, h});
   std::printf("%-70s %9s %8s %5s\n", "up/down kernel(s)", "us", "GB/s*", "regs");
   for (const U& u : ups) {
     SparseFfnConfig cfg = default_sparse_config(shape, arch, m);
@@ -191,8 +188,6 @@ int main(int argc, char** argv) {
     cfg.up_down.tile.splits = u.splits;
     cfg.up_down.tile.min_blocks = u.min_blocks;
     cfg.up.tile.splits = u.up_splits;
-    set_default_launch(cfg);
-    if (u.heavy_splits >= 0) cfg.heavy_splits = u.heavy_splits;
     if (Status s = cfg.validate(); !s) {
       std::printf("%-70s invalid: %s\n", cfg.up_down.kernel_name().c_str(), s.message().c_str());
       continue;
@@ -205,9 +200,8 @@ int main(int argc, char** argv) {
     if (!t) die(t.error().message);
     auto lk = must(kernels.get(cfg.up_down));
     const double bytes = double(m) * k * shape.d_model * 2 * 2;  // Wu row + WdT row per active neuron
-    const std::string name = cfg.up_down.kernel_name() +
-                             (cfg.split_up_down() ? " up p" + std::to_string(cfg.up.tile.splits) : "") +
-                             (cfg.heavy_groups(m) > 1 ? " g" + std::to_string(cfg.heavy_groups(m)) : "");
+    const std::string name =
+        cfg.up_down.kernel_name() + (cfg.split_up_down() ? " up p" + std::to_string(cfg.up.tile.splits) : "");
     std::printf("%-70s %9.1f %8.0f %5d\n", name.c_str(), t->median_us, bytes / t->median_us * 1e-3,
                 lk->resources.registers);
   }

@@ -77,12 +77,9 @@ Status SparseFfnConfig::validate() const {
   for (const KernelSpec& s : kernel_specs()) FFNJIT_TRY(s.validate());
   if (!same_layer(gate, up_down) || !same_layer(gate, up))
     return internal_error("sparse config kernels disagree on layer or TwELL layout");
-  // Heavy groups of a cluster up_down take up to kMaxHeavyGroups clusters; the heavy
-  // pass up to kMaxHeavySplits CTAs.
-  const int cluster = up_down.family == Family::kUpDown ? up_down.cluster_size() : 1;
-  const int max_splits = cluster > 1 ? cluster * kMaxHeavyGroups : kMaxHeavySplits;
-  if (heavy_splits < 0 || heavy_splits > max_splits || heavy_threshold < 0 || switch_active < 0)
-    return user_error("heavy_splits must be 0.." + std::to_string(max_splits) +
+  if (heavy_splits < 0 || heavy_splits > kMaxHeavySplits || heavy_threshold < 0 ||
+      switch_active < 0)
+    return user_error("heavy_splits must be 0.." + std::to_string(kMaxHeavySplits) +
                       " and heavy_threshold, switch_active >= 0");
   return {};
 }
@@ -135,23 +132,19 @@ SparseFfnConfig default_sparse_config(const LayerShape& layer, Arch arch, const 
 
 void set_default_launch(SparseFfnConfig& c) {
   // One CTA per token: a second pass of one CTA per tile for each heavy token. Split over
-  // a cluster (decode): enough clusters that each CTA gets a 32-neuron part of a tile, up
-  // to kMaxHeavyGroups.
+  // a cluster (decode): enough clusters that a heavy token's tiles get one CTA each.
   // Large batches (many waves of CTAs, where one token is no straggler) keep the
   // earlier split: kLargeHeavySplits CTAs per heavy token from the decode threshold.
   const int cluster = c.up_down.family == Family::kUpDown ? c.up_down.cluster_size() : 1;
   const int tiles = c.up_down.n_tiles();
   const bool large = c.up_down.bucket.min_tokens >= kLargeHeavyMinTokens;
-  if (cluster > 1) {
-    // A CTA per 32-neuron part of a tile at the most (templates: neuron_window).
-    const int parts = c.up_down.sparsity.tile_n >= 64 ? c.up_down.sparsity.tile_n / 32 : 1;
-    c.heavy_splits = cluster * std::min(kMaxHeavyGroups, (tiles * parts + cluster - 1) / cluster);
-  } else {
+  if (cluster > 1)
+    c.heavy_splits = cluster * std::min(kMaxHeavyGroups, (tiles + cluster - 1) / cluster);
+  else
     c.heavy_splits = c.up_down.family == Family::kUpDown && c.up_down.tile.splits == 1 &&
                              c.up_down.arch == Arch::kSm90a
                          ? std::min(large ? kLargeHeavySplits : tiles, kMaxHeavySplits)
                          : 0;
-  }
   const int stored = c.gate.n_tiles() * c.gate.sparsity.capacity;
   c.heavy_threshold = std::max(
       64, stored / (cluster > 1 || large ? kDecodeHeavyThresholdDivisor : kHeavyThresholdDivisor));

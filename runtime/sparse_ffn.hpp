@@ -81,14 +81,11 @@ inline constexpr int kDecodeHeavyThresholdDivisor = 4;
 // fell from 1.28x to 0.86x dense (H200), as the second pass took 64 of its many heavy tokens.
 inline constexpr int kLargeHeavyMinTokens = 1025;
 inline constexpr int kLargeHeavySplits = 8;
-// Heavy groups (the decode up_down's clusters per token): at most 16 (a heavy token's
-// neurons over 16 x 8 = 128 CTAs, one wave on 132 SMs; a group's CTA takes a range of
-// 32-neuron parts of tiles where the tiles are fewer than the CTAs), and at most
-// kHeavyGroupCtas CTAs in the launch: a non-heavy token's extra clusters only read its
-// counts and return, about one wave of such CTAs (132 SMs x 8) at 16 tokens. With 8
-// groups of whole tiles (48 CTAs at d_ff 5632) the reference model's heaviest decode
-// tokens (1000-1800 active) ran at 0.56-0.76x dense (H200).
-inline constexpr int kMaxHeavyGroups = 16;
+// Heavy groups (the decode up_down's clusters per token): at most 8 (a heavy token's
+// tiles over 8 x 8 CTAs), and at most kHeavyGroupCtas CTAs in the launch: a non-heavy
+// token's extra clusters only read its counts and return, about one wave of such CTAs
+// (132 SMs x 8) at 16 tokens.
+inline constexpr int kMaxHeavyGroups = 8;
 inline constexpr int kHeavyGroupCtas = 1024;
 // The tuner tries the dense switch for buckets from this many tokens (docs/kernels.md;
 // off by default: its conditional node costs more than it saves on typical batches).

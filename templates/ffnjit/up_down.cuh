@@ -107,11 +107,6 @@ struct UpDownSmem {
     __shared__ u16 j[C::kTileN];
     return j;
   }
-  // [2] the neurons [lo, hi) of the token this CTA computes (heavy groups cut tiles)
-  __device__ static int* window() {
-    __shared__ int w[2];
-    return w;
-  }
   // [tiles per split + 2] list offsets, then the overflow flag
   __device__ static int* off() { return reinterpret_cast<int*>(tile() + C::kTileN); }
   // [d_model] fp32: the split's partial, read by its cluster (16-byte aligned)
@@ -245,10 +240,9 @@ __device__ __forceinline__ void park_acc(float (&acc)[C::kVecsPerThread][8], boo
 }
 
 // Tile t of token m is over capacity: its active neurons in neuron order (as entries are
-// stored) as tile()[i] = h, over_j()[i] = neuron offset in the tile, of those inside the
-// CTA's window(). z (the gate's bf16 pre-activation, bias included) and a = act(z) are
-// rounded exactly as the gate kernels round them (docs/kernels.md); every z of the tile
-// is read at once. Returns the count.
+// stored) as tile()[i] = h, over_j()[i] = neuron offset in the tile. z (the gate's bf16
+// pre-activation, bias included) and a = act(z) are rounded exactly as the gate kernels
+// round them (docs/kernels.md); every z of the tile is read at once. Returns the count.
 template <class C>
 __device__ __forceinline__ int overflow_list(const UpDownParams& p, int m, int t) {
   using S = UpDownSmem<C>;
@@ -257,11 +251,10 @@ __device__ __forceinline__ int overflow_list(const UpDownParams& p, int m, int t
   __shared__ float value[kChunks * 32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const u16* gv = p.gate_values + i64(m) * C::kFF + t * C::kTileN;
-  const int lo = S::window()[0], hi = min(C::kFF, S::window()[1]);
   for (int c = warp; c < kChunks; c += C::kWarps) {
     const int jj = c * 32 + lane, j = t * C::kTileN + jj;
     bool active = false;
-    if (jj < C::kTileN && j >= lo && j < hi) {
+    if (jj < C::kTileN && j < C::kFF) {
       const u16 z = gv[jj];
       active = act_active<C::kAct>(bf16_to_f32(z), p.threshold);
       value[jj] = bf16_to_f32(act_value_bf16<C::kAct>(z));
@@ -513,94 +506,6 @@ __device__ __forceinline__ void reduce_heavy(const UpDownParams& p, const float 
   if (threadIdx.x == 0) p.tickets[m] = 0;
 }
 
-// The neurons [lo, hi) that CTA c of the n CTAs of a grouped (heavy) token computes:
-// units of W = TILE_N / Q neurons, Q parts per tile (a power of two, at most TILE_N / 32)
-// so that there are at least n units where the tiles alone are too few, dealt out evenly
-// in neuron order. A decode token of 1800 active neurons over 128 CTAs: ~14 each, instead
-// of ~40 over one CTA per tile.
-template <class C>
-__device__ __forceinline__ void neuron_window(int n, int c, int& lo, int& hi) {
-  constexpr int kMaxParts = C::kTileN >= 64 ? C::kTileN / 32 : 1;
-  int q = 1;
-  while (q < kMaxParts && C::kTiles * q < n) q *= 2;
-  const int w = C::kTileN / q, units = (C::kFF + w - 1) / w;
-  lo = min(C::kFF, int(i64(c) * units / n) * w);
-  hi = min(C::kFF, int(i64(c + 1) * units / n) * w);
-}
-
-// Drops the list entries (fused mode: absolute neuron indices) outside window(), keeping
-// their order (the down rows' summation order). Warp 0 compacts in place, 32 at a time.
-template <class C>
-__device__ __forceinline__ int keep_window(int total) {
-  using S = UpDownSmem<C>;
-  __shared__ int kept;
-  if (threadIdx.x < 32) {
-    const int lane = threadIdx.x, lo = S::window()[0], hi = S::window()[1];
-    int out = 0;
-    for (int i0 = 0; i0 < total; i0 += 32) {
-      const int i = i0 + lane;
-      const u32 j = i < total ? S::idx()[i] : 0u;
-      const float h = i < total ? S::h()[i] : 0.0f;
-      const bool keep = i < total && int(j) >= lo && int(j) < hi;
-      const u32 bits = __ballot_sync(0xffffffffu, keep);
-      __syncwarp();  // every lane has read before any writes (writes land at or below reads)
-      if (keep) {
-        const int at = out + __popc(bits & ((1u << lane) - 1u));
-        S::idx()[at] = j, S::h()[at] = h;
-      }
-      out += __popc(bits);
-      __syncwarp();
-    }
-    if (lane == 0) kept = out;
-  }
-  __syncthreads();
-  return kept;
-}
-
-// A grouped token's window of at most one neuron chunk per warp and at most kListCap
-// neurons (fits_window): the active neurons of its tiles over capacity join the list, h =
-// act(z) from the gate values (rounded as the gate kernels round it), so the up dots and
-// down rows run over one list at full width instead of tile by tile through the backup
-// path (which keeps fewer loads in flight). Clears the list's overflow flag (off()[n + 1]).
-// Only where a thread owns one output vector (d_model <= 8 x threads): at two, the extra
-// path made ptxas spill the 64-register cluster kernel (d_model 4096), which keeps the
-// backup path for such windows.
-template <class C>
-__device__ __forceinline__ bool fits_window(int lo, int hi) {
-  return C::kVecsPerThread == 1 && hi - lo <= C::kListCap && hi - lo <= 32 * C::kWarps;
-}
-
-template <class C>
-__device__ __forceinline__ int append_overflowed(const UpDownParams& p, int m, int total, int n) {
-  using S = UpDownSmem<C>;
-  __shared__ u32 mask[C::kWarps];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int lo = S::window()[0], hi = S::window()[1], chunks = (hi - lo + 31) / 32;
-  const int j = lo + warp * 32 + lane;  // the window starts at a multiple of 32
-  bool active = false;
-  float a = 0.0f;
-  if (warp < chunks && j < hi && p.counts[i64(m) * C::kTiles + j / C::kTileN] > u32(C::kCap)) {
-    const u16 z = p.gate_values[i64(m) * C::kFF + j];
-    active = act_active<C::kAct>(bf16_to_f32(z), p.threshold);
-    a = bf16_to_f32(act_value_bf16<C::kAct>(z));
-  }
-  const u32 bits = __ballot_sync(0xffffffffu, active);
-  if (lane == 0) mask[warp] = bits;
-  __syncthreads();
-  int before = total, added = 0;
-  for (int c = 0; c < chunks; ++c) {
-    const int k = __popc(mask[c]);
-    before += c < warp ? k : 0, added += k;
-  }
-  if (active) {
-    const int at = before + __popc(bits & ((1u << lane) - 1u));
-    S::h()[at] = a, S::idx()[at] = u32(j);
-  }
-  if (threadIdx.x == 0) S::off()[n + 1] = 0;
-  __syncthreads();
-  return total + added;
-}
-
 template <class C>
 __device__ void up_down(const UpDownParams& p) {
   using S = UpDownSmem<C>;
@@ -634,7 +539,6 @@ __device__ void up_down(const UpDownParams& p) {
     split_range(C::kTiles, p.heavy_splits, split, t_begin, t_end);
   }
   int n_here = max(0, t_end - t_begin);
-  if (threadIdx.x == 0) S::window()[0] = 0, S::window()[1] = C::kFF;  // whole tiles
   const int vec0 = C::kColumnSplit ? split * C::kSliceVecs : 0;
   // (The extra clusters of heavy groups load x only for a heavy token.)
   const bool extra_group = kGroupable && int(blockIdx.y) >= C::kSplits;
@@ -654,19 +558,13 @@ __device__ void up_down(const UpDownParams& p) {
   __shared__ u32 token_total;
   int total = gather_entries<C>(p, m, t_begin, n_here, groups > 1 ? &token_total : nullptr);
   const bool grouped = groups > 1 && token_total > u32(p.heavy_threshold);
-  if (grouped) {  // this CTA's share of the neurons over all groups, then its list again
-    int lo, hi;
-    neuron_window<C>(groups * C::kSplits, int(blockIdx.y), lo, hi);
-    t_begin = lo / C::kTileN, t_end = (hi + C::kTileN - 1) / C::kTileN;
+  if (grouped) {  // this CTA's share of the tiles over all groups, then its list again
+    split_range(C::kTiles, groups * C::kSplits, int(blockIdx.y), t_begin, t_end);
     n_here = max(0, t_end - t_begin);
     if (extra_group) load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
-    if (threadIdx.x == 0) S::window()[0] = lo, S::window()[1] = hi;
     __syncthreads();
-    total = keep_window<C>(gather_entries<C>(p, m, t_begin, n_here));
+    total = gather_entries<C>(p, m, t_begin, n_here);
   }
-  // (After the branch, the window from shared memory: lo and hi are not kept in registers.)
-  if (grouped && S::off()[n_here + 1] && fits_window<C>(S::window()[0], S::window()[1]))
-    total = append_overflowed<C>(p, m, total, n_here);
   if (extra_group && !grouped) return;                  // the whole cluster returns
   if (C::kMode == kModeDown && S::off()[n_here + 1]) {  // the backup path needs x
     load_row(S::x(), p.x + i64(m) * C::kModel, C::kVecs, C::kThreads);
