@@ -180,9 +180,12 @@ bool issue(const drv::Api* cu, const Replay& r, CUstream stream) {
   for (const CUDA_MEMSET_NODE_PARAMS& m : r.memsets) {
     // ffnjit issues 1-D memsets of 32-bit or 8-bit words only.
     CUresult res = CUDA_ERROR_NOT_SUPPORTED;
-    if (m.height <= 1 && m.elementSize == 4) res = cu->cuMemsetD32Async(m.dst, m.value, m.width, stream);
-    if (m.height <= 1 && m.elementSize == 1) res = cu->cuMemsetD8Async(m.dst, (unsigned char)m.value, m.width, stream);
-    if (res != CUDA_SUCCESS) return std::fprintf(stderr, "replay memset: %s\n", drv::result_name(res).c_str()), false;
+    if (m.height <= 1 && m.elementSize == 4)
+      res = cu->cuMemsetD32Async(m.dst, m.value, m.width, stream);
+    if (m.height <= 1 && m.elementSize == 1)
+      res = cu->cuMemsetD8Async(m.dst, (unsigned char)m.value, m.width, stream);
+    if (res != CUDA_SUCCESS)
+      return std::fprintf(stderr, "replay memset: %s\n", drv::result_name(res).c_str()), false;
   }
   for (const Replay::Launch& l : r.launches) {
     CUlaunchAttribute attr{};
@@ -196,35 +199,41 @@ bool issue(const drv::Api* cu, const Replay& r, CUstream stream) {
       cfg.sharedMemBytes = l.smem, cfg.hStream = stream, cfg.attrs = &attr, cfg.numAttrs = 1;
       res = cu->cuLaunchKernelEx(&cfg, l.func, l.params, nullptr);
     } else {
-      res = cu->cuLaunchKernel(l.func, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1], l.block[2], l.smem,
-                               stream, l.params, nullptr);
+      res = cu->cuLaunchKernel(l.func, l.grid[0], l.grid[1], l.grid[2], l.block[0], l.block[1],
+                               l.block[2], l.smem, stream, l.params, nullptr);
     }
-    if (res != CUDA_SUCCESS) return std::fprintf(stderr, "replay launch: %s\n", drv::result_name(res).c_str()), false;
+    if (res != CUDA_SUCCESS)
+      return std::fprintf(stderr, "replay launch: %s\n", drv::result_name(res).c_str()), false;
   }
   return true;
 }
 
 void print_header() {
-  std::printf("%-16s %7s %4s %4s %4s %5s %9s %9s %9s %8s %9s %8s %9s %8s\n", "call", "kernels", "pdl", "clu", "lt",
-              "other", "median_us", "p90_us", "floor_us", "rest_us", "matched", "rest_m", "replay", "rest_r");
+  std::printf("%-16s %7s %4s %4s %4s %5s %9s %9s %9s %8s %9s %8s %9s %8s\n", "call", "kernels",
+              "pdl", "clu", "lt", "other", "median_us", "p90_us", "floor_us", "rest_us", "matched",
+              "rest_m", "replay", "rest_r");
 }
 
 // rest = median - the floors of what the call launched: ffnjit's own host share, against
 // the bare floors, the matched ones, and the replay of its exact launches (`replay` < 0:
 // not measured for this row).
-void print_row(const std::string& what, NodeCount n, Timing t, const Floors& bare, const Floors& matched,
-               double replay = -1) {
+void print_row(const std::string& what, NodeCount n, Timing t, const Floors& bare,
+               const Floors& matched, double replay = -1) {
   char cols[5][16] = {"?", "?", "?", "?", "?"}, fl[6][16] = {"?", "?", "?", "?", "-", "-"};
   if (n.kernels >= 0) {
     std::snprintf(cols[0], 16, "%d", n.kernels), std::snprintf(cols[1], 16, "%d", n.pdl);
     std::snprintf(cols[2], 16, "%d", n.cluster), std::snprintf(cols[3], 16, "%d", n.lt);
     std::snprintf(cols[4], 16, "%d", n.other);
-    std::snprintf(fl[0], 16, "%.2f", bare.of(n)), std::snprintf(fl[1], 16, "%.2f", t.median - bare.of(n));
-    std::snprintf(fl[2], 16, "%.2f", matched.of(n)), std::snprintf(fl[3], 16, "%.2f", t.median - matched.of(n));
+    std::snprintf(fl[0], 16, "%.2f", bare.of(n)),
+        std::snprintf(fl[1], 16, "%.2f", t.median - bare.of(n));
+    std::snprintf(fl[2], 16, "%.2f", matched.of(n)),
+        std::snprintf(fl[3], 16, "%.2f", t.median - matched.of(n));
   }
-  if (replay >= 0) std::snprintf(fl[4], 16, "%.2f", replay), std::snprintf(fl[5], 16, "%.2f", t.median - replay);
-  std::printf("%-16s %7s %4s %4s %4s %5s %9.2f %9.2f %9s %8s %9s %8s %9s %8s\n", what.c_str(), cols[0], cols[1],
-              cols[2], cols[3], cols[4], t.median, t.p90, fl[0], fl[1], fl[2], fl[3], fl[4], fl[5]);
+  if (replay >= 0)
+    std::snprintf(fl[4], 16, "%.2f", replay), std::snprintf(fl[5], 16, "%.2f", t.median - replay);
+  std::printf("%-16s %7s %4s %4s %4s %5s %9.2f %9.2f %9s %8s %9s %8s %9s %8s\n", what.c_str(),
+              cols[0], cols[1], cols[2], cols[3], cols[4], t.median, t.p90, fl[0], fl[1], fl[2],
+              fl[3], fl[4], fl[5]);
 }
 
 }  // namespace
@@ -381,7 +390,9 @@ int main() {
     double replay_us = -1;
     if (replay.complete) {
       Timing tr;
-      if (!time_host(cu, stream, [&] { return issue(cu, replay, stream); }, &tr)) return 1;
+      if (!time_host(
+              cu, stream, [&] { return issue(cu, replay, stream); }, &tr))
+        return 1;
       replay_us = tr.median + n.lt * tl.median;
     }
     Timing t;
@@ -389,7 +400,8 @@ int main() {
             cu, stream, [&] { return forward_at(0); }, &t))
       return 1;
     print_row("forward m=" + std::to_string(m), n, t, bare, matched);
-    if (replay_us < 0) std::printf("  (the capture held nodes the replay cannot issue: no replay floor)\n");
+    if (replay_us < 0)
+      std::printf("  (the capture held nodes the replay cannot issue: no replay floor)\n");
     // x and out change on every call (eager PyTorch): no call repeats its predecessor's
     // arguments, so every one launches its kernels directly.
     int slot = 0;

@@ -176,7 +176,8 @@ Status Layer::enqueue(const ServedPlan& p, CUdeviceptr x, CUdeviceptr out, int t
     const drv::Api* cu = *api;
     CUstreamCaptureStatus capturing = CU_STREAM_CAPTURE_STATUS_NONE;
     FFNJIT_CU(cuStreamIsCapturing(stream, &capturing));
-    if (capturing == CU_STREAM_CAPTURE_STATUS_ACTIVE && conditional_nodes_work(cu) && !env::flag(env::kNoSwitch))
+    if (capturing == CU_STREAM_CAPTURE_STATUS_ACTIVE && conditional_nodes_work(cu) &&
+        !env::flag(env::kNoSwitch))
       return enqueue_switched(p, x, out, tokens, workspace, stream);
   }
   FFNJIT_TRY(sparse_ffn_forward(p.kernels, p.choice.sparse, sparse_weights_, x, out, tokens, workspace, stream));
