@@ -140,21 +140,18 @@ NodeCount count_nodes(CUgraph graph, Replay* replay) {
                               kp.sharedMemBytes,
                               kp.kernelParams};
         if (!kp.func || kp.extra) replay->complete = false;
-        for (size_t e = 0; e < n_edges; ++e)
-          if (to[e] == nodes[i] && edges[e].type == CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC)
-            launch.pdl = true;
+        for (size_t e = 0; e < n_edges && !launch.pdl; ++e)
+          launch.pdl =
+              to[e] == nodes[i] && edges[e].type == CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC;
         replay->launches.push_back(launch);
-        for (size_t e = 0; e < n_edges; ++e)
-          if (to[e] == nodes[i] && edges[e].type == CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC) {
-            ++n.pdl;
-            int height = 0;
-            if (kp.func && func_attr &&
-                func_attr(&height, CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT, kp.func) ==
-                    CUDA_SUCCESS &&
-                height > 1)
-              ++n.cluster;
-            break;
-          }
+        if (!launch.pdl) continue;
+        ++n.pdl;
+        int height = 0;
+        if (kp.func && func_attr &&
+            func_attr(&height, CU_FUNC_ATTRIBUTE_REQUIRED_CLUSTER_HEIGHT, kp.func) ==
+                CUDA_SUCCESS &&
+            height > 1)
+          ++n.cluster;
       }
     }
   }

@@ -10,8 +10,7 @@ inline constexpr const char* kCache = "FFNJIT_CACHE";             // cache datab
 inline constexpr const char* kXdgCacheHome = "XDG_CACHE_HOME";    // default cache directory's parent
 inline constexpr const char* kHome = "HOME";                      // fallback for XDG_CACHE_HOME
 inline constexpr const char* kNoPdl = "FFNJIT_NO_PDL";            // 1: no programmatic dependent launch
-inline constexpr const char* kNoSwitch =
-    "FFNJIT_NO_SWITCH";  // 1: captures leave out the dense switch
+inline constexpr const char* kNoSwitch = "FFNJIT_NO_SWITCH";      // 1: captures omit the switch
 
 // The variable's value, or nullptr when it is unset or empty (empty counts as unset).
 inline const char* get(const char* name) {
