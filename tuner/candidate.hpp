@@ -30,8 +30,11 @@ class CandidateBench {
   Status check(const ServedPlan& plan);
   // Times `plan` (the whole forward, or one stage of a sparse plan) as a CUDA graph.
   Expected<Timing> time(const ServedPlan& plan, SearchStage stage, const MeasureOptions& mo);
-  // make_plan + check + time; the error says why a candidate was rejected.
-  Expected<Timing> check_and_time(const Choice& choice, SearchStage stage, const MeasureOptions& mo);
+  // make_plan + check + time; the error says why a candidate was rejected. A kernel that
+  // spills to local memory rejects the candidate unless `allow_spills` (the untuned
+  // default, which stays in every search space and is judged by its time alone).
+  Expected<Timing> check_and_time(const Choice& choice, SearchStage stage, const MeasureOptions& mo,
+                                  bool allow_spills = false);
   // The relative error of the last check.
   double last_error() const { return last_error_; }
   // What the last check of sparse `plan` left in the workspace's TwELL: mean active
